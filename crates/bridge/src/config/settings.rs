@@ -1,0 +1,94 @@
+//! The list of every setting: name, whether it is a secret, its default and what it does.
+//!
+//! It is the single list the loader checks names against (a TOML key that is not here is a
+//! typo and refused), and `docs/configuration.md` is tested against it so the reference cannot
+//! drift from the code.
+
+/// One setting.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    /// The environment variable (and TOML key, case-insensitive).
+    pub name: &'static str,
+    /// Secrets never print, and can also be given as `NAME_FILE` holding a path.
+    pub secret: bool,
+    /// The default, in words ("" when there is none).
+    pub default: &'static str,
+    /// What it does.
+    pub help: &'static str,
+}
+
+const fn setting(name: &'static str, default: &'static str, help: &'static str) -> Setting {
+    Setting {
+        name,
+        secret: false,
+        default,
+        help,
+    }
+}
+
+const fn secret(name: &'static str, help: &'static str) -> Setting {
+    Setting {
+        name,
+        secret: true,
+        default: "",
+        help,
+    }
+}
+
+/// Old names from the Go precedent, still read, with a deprecation warning: (new, old).
+pub const ALIASES: &[(&str, &str)] = &[
+    ("WHATSAPP_ACCESS_TOKEN", "WHATSAPP_TOKEN"),
+    ("WHATSAPP_PHONE_NUMBER_ID", "PHONE_NUMBER_ID"),
+    ("WHATSAPP_VERIFY_TOKEN", "VERIFY_TOKEN"),
+];
+
+/// Every setting the service reads.
+pub const SETTINGS: &[Setting] = &[
+    // HTTP
+    setting("PORT", "3011", "HTTP port for webhooks, health, metrics and the admin API."),
+    setting("BIND_ADDRESS", "0.0.0.0", "Address the HTTP server binds to (127.0.0.1 to keep it local)."),
+    setting("HTTP_REQUEST_TIMEOUT_SECS", "15", "A request that takes longer is answered 408."),
+    setting("WEBHOOK_MAX_BODY_BYTES", "1048576", "Largest webhook body accepted; larger ones get 413."),
+    setting("RATE_LIMIT_PER_SECOND", "10", "Per-client-IP request rate on public routes (webhook POSTs with a valid signature are exempt)."),
+    setting("RATE_LIMIT_BURST", "20", "Per-client-IP burst on public routes."),
+    setting("CLIENT_IP_HEADER", "", "Header holding the client IP when behind a proxy you trust (e.g. CF-Connecting-IP, X-Forwarded-For: the first address is used). Unset: the TCP peer address."),
+    // Storage
+    Setting { name: "DATABASE_URL", secret: true, default: "sqlite://data/whatsapp-bridge.db", help: "sqlite://path (created if missing) or postgres://user:password@host/db (Supabase: its connection string)." },
+    setting("DATABASE_MAX_CONNECTIONS", "10", "Connection pool size."),
+    setting("WEBHOOK_RETENTION_DAYS", "30", "Raw webhook payloads and processed events older than this are deleted (they hold message bodies). At least 7: Meta redelivers for days and the stored ids are what make redeliveries no-ops."),
+    // WhatsApp
+    secret("WHATSAPP_ACCESS_TOKEN", "Graph API bearer token. Alias: WHATSAPP_TOKEN (deprecated)."),
+    setting("WHATSAPP_PHONE_NUMBER_ID", "", "The business phone number id; webhooks for other numbers are recorded and ignored. Alias: PHONE_NUMBER_ID (deprecated)."),
+    secret("WHATSAPP_APP_SECRET", "Meta app secret: verifies X-Hub-Signature-256. Without it webhook POSTs are refused (503) unless ALLOW_UNSIGNED_WEBHOOKS=true."),
+    secret("WHATSAPP_VERIFY_TOKEN", "The token you type into Meta's webhook settings for the subscription handshake. Alias: VERIFY_TOKEN (deprecated)."),
+    setting("WHATSAPP_API_VERSION", "v23.0", "Graph API version."),
+    setting("WHATSAPP_GRAPH_URL", "https://graph.facebook.com", "Graph API base URL (tests point it at a fake)."),
+    setting("ALLOW_UNSIGNED_WEBHOOKS", "false", "Accept webhook POSTs without a signature when no app secret is set. Local testing only."),
+    // AI
+    secret("OPENAI_API_KEY", "OpenAI API key."),
+    setting("OPENAI_BASE_URL", "https://api.openai.com/v1", "OpenAI API base URL."),
+    secret("AZURE_OPENAI_API_KEY", "Azure OpenAI key (used instead of OpenAI when set with AZURE_OPENAI_ENDPOINT)."),
+    setting("AZURE_OPENAI_ENDPOINT", "", "Azure OpenAI resource URL, e.g. https://my-resource.openai.azure.com."),
+    setting("AZURE_OPENAI_DEPLOYMENT", "", "Azure realtime deployment name."),
+    setting("OPENAI_REALTIME_MODEL", "gpt-realtime", "Realtime (voice) model; on Azure, the deployment name."),
+    setting("OPENAI_TEXT_MODEL", "gpt-5-mini", "Text chat model; on Azure, the deployment name."),
+    setting("OPENAI_TRANSCRIBE_MODEL", "gpt-4o-transcribe", "Transcription model; on Azure, the deployment name."),
+    // Calls and media
+    setting("RTC_UDP_PORT", "40000", "The one UDP port all call media uses; open it to the internet."),
+    setting("RTC_PUBLIC_IP", "", "Public IP for media candidates. Unset: discovered with STUN at start."),
+    setting("STUN_SERVER", "stun.l.google.com:19302", "STUN server (host:port) used to discover the public address."),
+    setting("MAX_CONCURRENT_CALLS", "100", "Calls held at once; over it new calls are rejected cleanly."),
+    setting("VOICE_AGENT", "realtime with AI keys, else echo", "What answers call audio: realtime (OpenAI/Azure) or echo (returns the caller's audio)."),
+    // Operations
+    secret("ADMIN_TOKEN", "Bearer token for the admin API (/api/...). The admin API is off without it."),
+    setting("LOG_FORMAT", "json when not a terminal, else pretty", "json or pretty."),
+    setting("LOG_LEVEL", "info", "A tracing filter: a level (debug) or directives (info,whatsapp_bridge=debug). RUST_LOG is read too."),
+    setting("SHUTDOWN_TIMEOUT_SECS", "25", "On SIGTERM/SIGINT: how long to finish in-flight requests and queued events before stopping anyway (queued events stay stored and run at next start)."),
+    setting("EVENT_QUEUE_CAPACITY", "1024", "Webhook events waiting for processing in memory; beyond it they wait in the database."),
+    setting("INSTANCE_ID", "the host name", "Names this instance's claims on queued events; must differ between instances running at once. A restarted instance with the same id takes its own claims back at once."),
+];
+
+/// The setting called `name`, if there is one.
+pub fn find(name: &str) -> Option<&'static Setting> {
+    SETTINGS.iter().find(|s| s.name == name)
+}

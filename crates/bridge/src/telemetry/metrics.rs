@@ -1,0 +1,251 @@
+//! The Prometheus metrics of one running app. Every name is documented in `docs/metrics.md`
+//! (a test checks that list against this registry).
+//!
+//! Labels are bounded: routes are axum's matched path templates (never raw URIs, which carry
+//! ids and tokens), event kinds and outcomes are closed sets.
+
+use std::time::Instant;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::domain::EventKind;
+
+/// Latency buckets for HTTP requests and database statements, in seconds: fine below 10 ms
+/// where the targets are (webhook p99 < 20 ms), coarse above.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0,
+];
+
+/// Every metric the service exports.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// `whatsapp_bridge_http_requests_total{route,method,status}`.
+    pub http_requests: IntCounterVec,
+    /// `whatsapp_bridge_http_request_duration_seconds{route,method}`.
+    pub http_request_duration: HistogramVec,
+    /// `whatsapp_bridge_webhook_deliveries_total{outcome}`: POSTs by what we answered.
+    pub webhook_deliveries: IntCounterVec,
+    /// `whatsapp_bridge_webhook_events_total{kind,outcome}`: events by stage outcome.
+    pub webhook_events: IntCounterVec,
+    /// `whatsapp_bridge_webhook_signature_failures_total{reason}`.
+    pub signature_failures: IntCounterVec,
+    /// `whatsapp_bridge_rate_limited_total{route}`.
+    pub rate_limited: IntCounterVec,
+    /// `whatsapp_bridge_event_queue_depth`: events waiting in memory for the router.
+    pub event_queue_depth: IntGauge,
+    /// `whatsapp_bridge_event_queue_capacity`.
+    pub event_queue_capacity: IntGauge,
+    /// `whatsapp_bridge_event_processing_delay_seconds{kind}`: stored → processed.
+    pub event_processing_delay: HistogramVec,
+    /// `whatsapp_bridge_db_query_duration_seconds{operation}`.
+    pub db_query_duration: HistogramVec,
+    /// `whatsapp_bridge_db_errors_total{operation}`.
+    pub db_errors: IntCounterVec,
+    /// `whatsapp_bridge_db_up`: 1 when the last health probe reached the database.
+    pub db_up: IntGauge,
+    /// `whatsapp_bridge_active_calls`.
+    pub active_calls: IntGauge,
+    /// `whatsapp_bridge_retention_deleted_total{table}`.
+    pub retention_deleted: IntCounterVec,
+    /// `whatsapp_bridge_build_info{version}`: always 1.
+    pub build_info: IntGaugeVec,
+    /// `whatsapp_bridge_webhook_ingest_duration_seconds`: body received → stored (group commit
+    /// included).
+    pub webhook_ingest_duration: Histogram,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    ///
+    /// # Errors
+    /// Only if two metrics share a name, which is a programming error caught by tests.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            IntCounterVec::new(Opts::new(name, help), labels)
+        };
+        let histogram = |name: &str, help: &str, labels: &[&str]| {
+            HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+                labels,
+            )
+        };
+        let metrics = Self {
+            http_requests: counter(
+                "whatsapp_bridge_http_requests_total",
+                "HTTP requests by matched route, method and status code.",
+                &["route", "method", "status"],
+            )?,
+            http_request_duration: histogram(
+                "whatsapp_bridge_http_request_duration_seconds",
+                "HTTP request duration by matched route and method.",
+                &["route", "method"],
+            )?,
+            webhook_deliveries: counter(
+                "whatsapp_bridge_webhook_deliveries_total",
+                "Webhook POSTs by outcome: accepted, duplicate, bad_signature, unsigned_refused, malformed_json, too_large, unavailable.",
+                &["outcome"],
+            )?,
+            webhook_events: counter(
+                "whatsapp_bridge_webhook_events_total",
+                "Webhook events by kind and outcome: stored, duplicate (at ingestion); processed, ignored, failed, retried (after routing).",
+                &["kind", "outcome"],
+            )?,
+            signature_failures: counter(
+                "whatsapp_bridge_webhook_signature_failures_total",
+                "Webhook POSTs refused for their X-Hub-Signature-256, by reason: missing, malformed, mismatch.",
+                &["reason"],
+            )?,
+            rate_limited: counter(
+                "whatsapp_bridge_rate_limited_total",
+                "Requests answered 429 by the per-IP rate limit, by matched route.",
+                &["route"],
+            )?,
+            event_queue_depth: IntGauge::new(
+                "whatsapp_bridge_event_queue_depth",
+                "Webhook events waiting in memory for the event router.",
+            )?,
+            event_queue_capacity: IntGauge::new(
+                "whatsapp_bridge_event_queue_capacity",
+                "Capacity of the in-memory event queue (EVENT_QUEUE_CAPACITY).",
+            )?,
+            event_processing_delay: histogram(
+                "whatsapp_bridge_event_processing_delay_seconds",
+                "Time from an event being stored to its processing finishing, by kind.",
+                &["kind"],
+            )?,
+            db_query_duration: histogram(
+                "whatsapp_bridge_db_query_duration_seconds",
+                "Database operation duration by operation.",
+                &["operation"],
+            )?,
+            db_errors: counter(
+                "whatsapp_bridge_db_errors_total",
+                "Database operations that failed, by operation.",
+                &["operation"],
+            )?,
+            db_up: IntGauge::new(
+                "whatsapp_bridge_db_up",
+                "1 when the last health probe reached the database, else 0.",
+            )?,
+            active_calls: IntGauge::new(
+                "whatsapp_bridge_active_calls",
+                "Calls currently held.",
+            )?,
+            retention_deleted: counter(
+                "whatsapp_bridge_retention_deleted_total",
+                "Rows deleted by the retention job, by table.",
+                &["table"],
+            )?,
+            build_info: IntGaugeVec::new(
+                Opts::new("whatsapp_bridge_build_info", "Build information; always 1."),
+                &["version"],
+            )?,
+            webhook_ingest_duration: Histogram::with_opts(
+                HistogramOpts::new(
+                    "whatsapp_bridge_webhook_ingest_duration_seconds",
+                    "Time from a verified webhook body to its events being stored.",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            )?,
+            registry,
+        };
+        metrics.register_all()?;
+        metrics
+            .build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        // Pre-create the event series so dashboards and rate() see zeros, not gaps.
+        for kind in EventKind::ALL {
+            for outcome in [
+                "stored",
+                "duplicate",
+                "processed",
+                "ignored",
+                "failed",
+                "retried",
+            ] {
+                metrics
+                    .webhook_events
+                    .with_label_values(&[kind.as_str(), outcome]);
+            }
+        }
+        for reason in ["missing", "malformed", "mismatch"] {
+            metrics.signature_failures.with_label_values(&[reason]);
+        }
+        Ok(metrics)
+    }
+
+    fn register_all(&self) -> Result<(), prometheus::Error> {
+        let r = &self.registry;
+        r.register(Box::new(self.http_requests.clone()))?;
+        r.register(Box::new(self.http_request_duration.clone()))?;
+        r.register(Box::new(self.webhook_deliveries.clone()))?;
+        r.register(Box::new(self.webhook_events.clone()))?;
+        r.register(Box::new(self.signature_failures.clone()))?;
+        r.register(Box::new(self.rate_limited.clone()))?;
+        r.register(Box::new(self.event_queue_depth.clone()))?;
+        r.register(Box::new(self.event_queue_capacity.clone()))?;
+        r.register(Box::new(self.event_processing_delay.clone()))?;
+        r.register(Box::new(self.db_query_duration.clone()))?;
+        r.register(Box::new(self.db_errors.clone()))?;
+        r.register(Box::new(self.db_up.clone()))?;
+        r.register(Box::new(self.active_calls.clone()))?;
+        r.register(Box::new(self.retention_deleted.clone()))?;
+        r.register(Box::new(self.build_info.clone()))?;
+        r.register(Box::new(self.webhook_ingest_duration.clone()))?;
+        #[cfg(target_os = "linux")]
+        r.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+        Ok(())
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        // Encoding into a Vec only fails on invalid metric data, which we never create.
+        if let Err(err) = TextEncoder::new().encode(&self.registry.gather(), &mut buffer) {
+            tracing::error!(error = %err, "failed to encode metrics");
+        }
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+
+    /// Starts timing a database operation; call [`DbTimer::finish`] with its result.
+    pub fn db_timer(&self, operation: &'static str) -> DbTimer<'_> {
+        DbTimer {
+            metrics: self,
+            operation,
+            started: Instant::now(),
+        }
+    }
+}
+
+/// A database operation being timed.
+pub struct DbTimer<'a> {
+    metrics: &'a Metrics,
+    operation: &'static str,
+    started: Instant,
+}
+
+impl DbTimer<'_> {
+    /// Records the duration, and the failure if `result` is an error; returns `result`.
+    pub fn finish<T, E>(self, result: Result<T, E>) -> Result<T, E> {
+        self.metrics
+            .db_query_duration
+            .with_label_values(&[self.operation])
+            .observe(self.started.elapsed().as_secs_f64());
+        if result.is_err() {
+            self.metrics
+                .db_errors
+                .with_label_values(&[self.operation])
+                .inc();
+        }
+        result
+    }
+}
