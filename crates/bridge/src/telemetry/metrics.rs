@@ -24,6 +24,7 @@ const LATENCY_BUCKETS: &[f64] = &[
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
+    names: Vec<String>,
     /// `whatsapp_bridge_http_requests_total{route,method,status}`.
     pub http_requests: IntCounterVec,
     /// `whatsapp_bridge_http_request_duration_seconds{route,method}`.
@@ -154,7 +155,9 @@ impl Metrics {
                 .buckets(LATENCY_BUCKETS.to_vec()),
             )?,
             registry,
+            names: Vec::new(),
         };
+        let mut metrics = metrics;
         metrics.register_all()?;
         metrics
             .build_info
@@ -181,29 +184,38 @@ impl Metrics {
         Ok(metrics)
     }
 
-    fn register_all(&self) -> Result<(), prometheus::Error> {
-        let r = &self.registry;
-        r.register(Box::new(self.http_requests.clone()))?;
-        r.register(Box::new(self.http_request_duration.clone()))?;
-        r.register(Box::new(self.webhook_deliveries.clone()))?;
-        r.register(Box::new(self.webhook_events.clone()))?;
-        r.register(Box::new(self.signature_failures.clone()))?;
-        r.register(Box::new(self.rate_limited.clone()))?;
-        r.register(Box::new(self.event_queue_depth.clone()))?;
-        r.register(Box::new(self.event_queue_capacity.clone()))?;
-        r.register(Box::new(self.event_processing_delay.clone()))?;
-        r.register(Box::new(self.db_query_duration.clone()))?;
-        r.register(Box::new(self.db_errors.clone()))?;
-        r.register(Box::new(self.db_up.clone()))?;
-        r.register(Box::new(self.active_calls.clone()))?;
-        r.register(Box::new(self.retention_deleted.clone()))?;
-        r.register(Box::new(self.build_info.clone()))?;
-        r.register(Box::new(self.webhook_ingest_duration.clone()))?;
-        #[cfg(target_os = "linux")]
-        r.register(Box::new(
-            prometheus::process_collector::ProcessCollector::for_self(),
-        ))?;
+    fn register_all(&mut self) -> Result<(), prometheus::Error> {
+        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(self.http_requests.clone()),
+            Box::new(self.http_request_duration.clone()),
+            Box::new(self.webhook_deliveries.clone()),
+            Box::new(self.webhook_events.clone()),
+            Box::new(self.signature_failures.clone()),
+            Box::new(self.rate_limited.clone()),
+            Box::new(self.event_queue_depth.clone()),
+            Box::new(self.event_queue_capacity.clone()),
+            Box::new(self.event_processing_delay.clone()),
+            Box::new(self.db_query_duration.clone()),
+            Box::new(self.db_errors.clone()),
+            Box::new(self.db_up.clone()),
+            Box::new(self.active_calls.clone()),
+            Box::new(self.retention_deleted.clone()),
+            Box::new(self.build_info.clone()),
+            Box::new(self.webhook_ingest_duration.clone()),
+            #[cfg(target_os = "linux")]
+            Box::new(prometheus::process_collector::ProcessCollector::for_self()),
+        ];
+        for collector in collectors {
+            self.names
+                .extend(collector.desc().iter().map(|d| d.fq_name.clone()));
+            self.registry.register(collector)?;
+        }
         Ok(())
+    }
+
+    /// The name of every registered metric, including those with no series yet.
+    pub fn names(&self) -> &[String] {
+        &self.names
     }
 
     /// The Prometheus text exposition of every metric.

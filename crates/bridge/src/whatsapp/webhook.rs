@@ -64,6 +64,15 @@ pub fn parse(body: &Value) -> Vec<InboundEvent> {
             parse_change(account_id.clone(), change, &mut events);
         }
     }
+    if events.is_empty() {
+        // An envelope with nothing in it is still recorded: it is odd enough to keep.
+        events.push(unknown(
+            BusinessNumber::default(),
+            "envelope",
+            "no entries or changes".to_owned(),
+            body.clone(),
+        ));
+    }
     events
 }
 

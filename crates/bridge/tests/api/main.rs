@@ -1,0 +1,11 @@
+//! The integration tests: one binary, each module a part of the service seen from outside.
+//! Every test starts the real app on port 0 with its own database and talks HTTP to it.
+
+mod helpers;
+mod operations;
+mod postgres;
+mod rate_limit;
+mod shutdown;
+mod store_story;
+mod webhook_ingest;
+mod webhook_rejects;
