@@ -108,6 +108,19 @@ pub trait MessageEvents: Send + Sync + 'static {
         event: &InboundEvent,
         status: &MessageStatusUpdate,
     ) -> Result<Handled, HandlerError>;
+
+    /// Many delivery statuses at once, in the order received; one result each, in order. The
+    /// router calls this (statuses come in floods); the default handles them one by one.
+    async fn statuses(
+        &self,
+        statuses: &[(&InboundEvent, &MessageStatusUpdate)],
+    ) -> Vec<Result<Handled, HandlerError>> {
+        let mut results = Vec::with_capacity(statuses.len());
+        for (event, status) in statuses {
+            results.push(self.status(event, status).await);
+        }
+        results
+    }
 }
 
 /// The user an event is about, created or updated from the webhook's contact.
@@ -305,22 +318,53 @@ impl MessageEvents for RecordMessages {
 
     async fn status(
         &self,
-        _event: &InboundEvent,
+        event: &InboundEvent,
         status: &MessageStatusUpdate,
     ) -> Result<Handled, HandlerError> {
-        let applied = self
+        self.statuses(&[(event, status)])
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(HandlerError::permanent("no result for the status")))
+    }
+
+    async fn statuses(
+        &self,
+        statuses: &[(&InboundEvent, &MessageStatusUpdate)],
+    ) -> Vec<Result<Handled, HandlerError>> {
+        let updates: Vec<&MessageStatusUpdate> = statuses.iter().map(|(_, s)| *s).collect();
+        match self
             .store
-            .apply_message_status(status, self.clock.now())
-            .await?;
-        Ok(match applied {
-            StatusApplied::Applied => Handled::Done,
-            StatusApplied::Stale => Handled::Ignored(format!(
-                "stale status {}: the message already has this or a later one",
-                status.status.as_wire()
-            )),
-            StatusApplied::UnknownMessage => {
-                Handled::Ignored("status for a message we did not send".to_owned())
+            .apply_message_statuses(&updates, self.clock.now())
+            .await
+        {
+            Ok(applied) => applied
+                .into_iter()
+                .zip(&updates)
+                .map(|(applied, status)| {
+                    Ok(match applied {
+                        StatusApplied::Applied => Handled::Done,
+                        StatusApplied::Stale => Handled::Ignored(format!(
+                            "stale status {}: the message already has this or a later one",
+                            status.status.as_wire()
+                        )),
+                        StatusApplied::UnknownMessage => {
+                            Handled::Ignored("status for a message we did not send".to_owned())
+                        }
+                    })
+                })
+                .collect(),
+            Err(err) => {
+                let err = HandlerError::from(err);
+                updates
+                    .iter()
+                    .map(|_| {
+                        Err(HandlerError {
+                            message: err.message.clone(),
+                            retryable: err.retryable,
+                        })
+                    })
+                    .collect()
             }
-        })
+        }
     }
 }

@@ -55,9 +55,13 @@ impl Delivery {
                 kind: event.body.kind(),
                 phone_number_id: event.business.phone_number_id.clone(),
                 wa_id: event.contact.as_ref().and_then(|c| c.wa_id.clone()),
-                payload: serde_json::to_value(event).unwrap_or_else(|err| {
-                    // Our own types always serialise; keep the event rather than lose it.
-                    serde_json::json!({"unserialisable": err.to_string()})
+                payload: serde_json::value::to_raw_value(event).unwrap_or_else(|err| {
+                    // Our own types always serialise; if one ever does not, the event is still
+                    // stored (and fails visibly when read back) rather than lost.
+                    serde_json::value::to_raw_value(
+                        &serde_json::json!({"unserialisable": err.to_string()}),
+                    )
+                    .unwrap_or_default()
                 }),
             })
             .collect();

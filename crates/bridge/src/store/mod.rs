@@ -153,12 +153,14 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<StoredMessage, StoreError>;
 
-    /// Applies a delivery status to the message it is about, if it moves the status forward.
-    async fn apply_message_status(
+    /// Applies delivery statuses (in order) to the messages they are about, each only if it
+    /// moves its message's status forward. Statuses come in floods (a broadcast's), so this
+    /// takes many at once: one read for all of them.
+    async fn apply_message_statuses(
         &self,
-        update: &MessageStatusUpdate,
+        updates: &[&MessageStatusUpdate],
         now: DateTime<Utc>,
-    ) -> Result<StatusApplied, StoreError>;
+    ) -> Result<Vec<StatusApplied>, StoreError>;
 
     /// A user's messages, oldest first, the last `limit` of them.
     async fn recent_messages(

@@ -67,8 +67,8 @@ pub struct NewEvent {
     pub phone_number_id: Option<PhoneNumberId>,
     /// The user it is about (for per-user deletion).
     pub wa_id: Option<WaId>,
-    /// The [`crate::domain::InboundEvent`] as JSON.
-    pub payload: serde_json::Value,
+    /// The [`crate::domain::InboundEvent`] as JSON text (serialised once, by the receiver).
+    pub payload: Box<serde_json::value::RawValue>,
 }
 
 /// What storing one delivery did.

@@ -16,6 +16,7 @@
 //! SQLite transactions that write always start with a write, so they take the write lock at
 //! once instead of failing to upgrade a read lock under concurrency.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -42,18 +43,35 @@ use crate::telemetry::Metrics;
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 
-/// Runs `$body` with `$pool` bound to the concrete pool of whichever backend this is.
+/// Runs `$body` with `$pool` bound to the concrete pool of whichever backend this is: the
+/// writer for `on_pool!`, a reader for `on_read_pool!` (the same pool on Postgres).
 macro_rules! on_pool {
     ($store:expr, $pool:ident => $body:expr) => {
         match &$store.pool {
-            Pool::Sqlite($pool) => $body,
+            Pool::Sqlite { write: $pool, .. } => $body,
+            Pool::Postgres($pool) => $body,
+        }
+    };
+}
+
+macro_rules! on_read_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.pool {
+            Pool::Sqlite { read: $pool, .. } => $body,
             Pool::Postgres($pool) => $body,
         }
     };
 }
 
 enum Pool {
-    Sqlite(SqlitePool),
+    /// SQLite allows one writer at a time. Writers on several connections would wait for each
+    /// other in SQLite's busy handler, which sleeps in steps of milliseconds; one writer
+    /// connection queues them in the pool instead, and reads (WAL: never blocked by the writer)
+    /// get their own connections.
+    Sqlite {
+        write: SqlitePool,
+        read: SqlitePool,
+    },
     Postgres(PgPool),
 }
 
@@ -63,6 +81,9 @@ pub struct SqlStore {
     metrics: Option<Metrics>,
 }
 
+// Pools do not ping a connection before handing it out (sqlx's default): that is one more
+// round trip per statement, and a dead connection fails the statement anyway, which callers
+// already handle (webhooks answer 503, events are retried).
 impl SqlStore {
     /// Connects (creating the SQLite file and its directory if needed). Does not migrate.
     ///
@@ -90,18 +111,27 @@ impl SqlStore {
                         })?;
                     }
                 }
-                Pool::Sqlite(
-                    SqlitePoolOptions::new()
-                        .max_connections(config.max_connections)
-                        .acquire_timeout(Duration::from_secs(10))
-                        .connect_with(options)
-                        .await?,
-                )
+                let read_options = options.clone().read_only(true);
+                let write = SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .test_before_acquire(false)
+                    .connect_with(options)
+                    .await?;
+                // Opened after the writer, which created the file and switched it to WAL.
+                let read = SqlitePoolOptions::new()
+                    .max_connections(config.max_connections)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .test_before_acquire(false)
+                    .connect_with(read_options)
+                    .await?;
+                Pool::Sqlite { write, read }
             }
             DatabaseBackend::Postgres => Pool::Postgres(
                 PgPoolOptions::new()
                     .max_connections(config.max_connections)
                     .acquire_timeout(Duration::from_secs(10))
+                    .test_before_acquire(false)
                     .connect(url)
                     .await?,
             ),
@@ -124,7 +154,7 @@ impl SqlStore {
     /// When a migration fails or the database has a migration this binary does not know.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         match &self.pool {
-            Pool::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await?,
+            Pool::Sqlite { write, .. } => SQLITE_MIGRATIONS.run(write).await?,
             Pool::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await?,
         }
         Ok(())
@@ -132,7 +162,7 @@ impl SqlStore {
 
     fn migrator(&self) -> &'static Migrator {
         match self.pool {
-            Pool::Sqlite(_) => &SQLITE_MIGRATIONS,
+            Pool::Sqlite { .. } => &SQLITE_MIGRATIONS,
             Pool::Postgres(_) => &POSTGRES_MIGRATIONS,
         }
     }
@@ -170,14 +200,14 @@ const PERMISSION_COLUMNS: &str = "status, expires_at, source, responded_at, upda
 impl Store for SqlStore {
     fn backend(&self) -> DatabaseBackend {
         match self.pool {
-            Pool::Sqlite(_) => DatabaseBackend::Sqlite,
+            Pool::Sqlite { .. } => DatabaseBackend::Sqlite,
             Pool::Postgres(_) => DatabaseBackend::Postgres,
         }
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.timed("ping", async {
-            on_pool!(self, pool => sqlx::query("select 1").execute(pool).await.map(|_| ()))?;
+            on_read_pool!(self, pool => sqlx::query("select 1").execute(pool).await.map(|_| ()))?;
             Ok(())
         })
         .await
@@ -191,7 +221,7 @@ impl Store for SqlStore {
         }
         let applied: Vec<Applied> = self
             .timed("migration_status", async {
-                Ok(on_pool!(self, pool => {
+                Ok(on_read_pool!(self, pool => {
                     sqlx::query_as("select version, checksum from _sqlx_migrations where success")
                         .fetch_all(pool)
                         .await
@@ -215,6 +245,7 @@ impl Store for SqlStore {
     }
 
     async fn close(&self) {
+        on_read_pool!(self, pool => pool.close().await);
         on_pool!(self, pool => pool.close().await);
     }
 
@@ -225,47 +256,91 @@ impl Store for SqlStore {
         deliveries: &[NewDelivery],
         claim: &Claim,
     ) -> Result<Vec<DeliveryReceipt>, StoreError> {
-        const INSERT_EVENT: &str = "insert into webhook_events (idempotency_key, delivery_id, kind, phone_number_id, wa_id, payload, state, attempts, claimed_by, claimed_until, received_at) \
-             values ($1, $2, $3, $4, $5, $6, 'pending', 1, $7, $8, $9) \
-             on conflict (idempotency_key) do nothing returning id";
-        const INSERT_DELIVERY: &str = "insert into webhook_deliveries (id, received_at, signature, event_count, body) values ($1, $2, $3, $4, $5)";
+        // Rows per statement: well under SQLite's 32766 and Postgres' 65535 bound parameters
+        // (11 per event).
+        const CHUNK: usize = 2000;
+        const INSERT_EVENTS: &str = "insert into webhook_events (idempotency_key, delivery_id, kind, phone_number_id, wa_id, payload, state, attempts, claimed_by, claimed_until, received_at) ";
+        const INSERT_DELIVERIES: &str =
+            "insert into webhook_deliveries (id, received_at, signature, event_count, body) ";
+        let events: Vec<(&NewDelivery, &NewEvent)> = deliveries
+            .iter()
+            .flat_map(|d| d.events.iter().map(move |e| (d, e)))
+            .collect();
+        // The same row builders serve both backends.
+        macro_rules! event_rows {
+            ($insert:expr, $events:expr) => {
+                $insert.push_values($events, |mut row, (delivery, event)| {
+                    row.push_bind(&event.key)
+                        .push_bind(&delivery.id)
+                        .push_bind(event.kind.as_str())
+                        .push_bind(event.phone_number_id.as_ref().map(PhoneNumberId::as_str))
+                        .push_bind(event.wa_id.as_ref().map(WaId::as_str))
+                        .push_bind(Json(&*event.payload))
+                        .push_bind("pending")
+                        .push_bind(1_i64)
+                        .push_bind(&claim.owner)
+                        .push_bind(claim.until)
+                        .push_bind(delivery.received_at);
+                })
+            };
+        }
+        macro_rules! delivery_rows {
+            ($insert:expr, $deliveries:expr) => {
+                $insert.push_values($deliveries, |mut row, delivery| {
+                    row.push_bind(&delivery.id)
+                        .push_bind(delivery.received_at)
+                        .push_bind(delivery.signature)
+                        .push_bind(i64::try_from(delivery.events.len()).unwrap_or(i64::MAX))
+                        .push_bind(&delivery.body);
+                })
+            };
+        }
+
         self.timed("record_deliveries", async {
-            let receipts = on_pool!(self, pool => {
-                let mut tx = pool.begin().await?;
-                let mut receipts = Vec::with_capacity(deliveries.len());
-                for delivery in deliveries {
-                    let mut events = Vec::with_capacity(delivery.events.len());
-                    for event in &delivery.events {
-                        let id: Option<i64> = sqlx::query_scalar(INSERT_EVENT)
-                            .bind(&event.key)
-                            .bind(&delivery.id)
-                            .bind(event.kind.as_str())
-                            .bind(event.phone_number_id.as_ref().map(PhoneNumberId::as_str))
-                            .bind(event.wa_id.as_ref().map(WaId::as_str))
-                            .bind(Json(&event.payload))
-                            .bind(&claim.owner)
-                            .bind(claim.until)
-                            .bind(delivery.received_at)
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                        events.push(id.map_or(EventInsert::Duplicate, EventInsert::New));
-                    }
-                    if events.iter().any(|e| matches!(e, EventInsert::New(_))) {
-                        sqlx::query(INSERT_DELIVERY)
-                            .bind(&delivery.id)
-                            .bind(delivery.received_at)
-                            .bind(delivery.signature)
-                            .bind(i64::try_from(delivery.events.len()).unwrap_or(i64::MAX))
-                            .bind(&delivery.body)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                    receipts.push(DeliveryReceipt { events });
+            let inserted: Vec<(i64, String)> = match &self.pool {
+                // Postgres: one statement, so one round trip and one commit per batch. The
+                // deliveries are inserted only where an event of theirs was new.
+                Pool::Postgres(pool) if events.len() <= CHUNK => {
+                    let mut insert = sqlx::QueryBuilder::new("with new_events as (");
+                    insert.push(INSERT_EVENTS);
+                    event_rows!(insert, &events);
+                    insert.push(" on conflict (idempotency_key) do nothing returning id, idempotency_key, delivery_id), \
+                                 new_deliveries as (insert into webhook_deliveries (id, received_at, signature, event_count, body) \
+                                 select d.id, d.received_at, d.signature, d.event_count, d.body from (");
+                    delivery_rows!(insert, deliveries);
+                    insert.push(") as d (id, received_at, signature, event_count, body) \
+                                 where d.id in (select delivery_id from new_events)) \
+                                 select id, idempotency_key from new_events");
+                    insert.build_query_as().fetch_all(pool).await?
                 }
-                tx.commit().await?;
-                receipts
-            });
-            Ok(receipts)
+                // SQLite (and very large batches): events, then the deliveries that brought
+                // anything new, in one transaction.
+                _ => on_pool!(self, pool => {
+                    let mut tx = pool.begin().await?;
+                    let mut inserted = Vec::with_capacity(events.len());
+                    for chunk in events.chunks(CHUNK) {
+                        let mut insert = sqlx::QueryBuilder::new(INSERT_EVENTS);
+                        event_rows!(insert, chunk);
+                        insert.push(" on conflict (idempotency_key) do nothing returning id, idempotency_key");
+                        inserted.extend(insert.build_query_as::<(i64, String)>().fetch_all(&mut *tx).await?);
+                    }
+                    let receipts = receipts_for(deliveries, &inserted);
+                    let kept: Vec<&NewDelivery> = deliveries
+                        .iter()
+                        .zip(&receipts)
+                        .filter(|(_, r)| r.events.iter().any(|e| matches!(e, EventInsert::New(_))))
+                        .map(|(d, _)| d)
+                        .collect();
+                    for chunk in kept.chunks(CHUNK) {
+                        let mut insert = sqlx::QueryBuilder::new(INSERT_DELIVERIES);
+                        delivery_rows!(insert, chunk);
+                        insert.build().execute(&mut *tx).await?;
+                    }
+                    tx.commit().await?;
+                    inserted
+                }),
+            };
+            Ok(receipts_for(deliveries, &inserted))
         })
         .await
     }
@@ -322,28 +397,56 @@ impl Store for SqlStore {
         completions: &[EventCompletion],
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        const COMPLETE: &str = "update webhook_events set state = $1, processed_at = $2, claimed_by = null, claimed_until = $3, last_error = $4 where id = $5";
         if completions.is_empty() {
             return Ok(());
+        }
+        // One update per distinct outcome (usually one or two per batch), not one per event.
+        let mut groups: HashMap<
+            (
+                &str,
+                Option<DateTime<Utc>>,
+                Option<DateTime<Utc>>,
+                Option<&str>,
+            ),
+            Vec<i64>,
+        > = HashMap::new();
+        for completion in completions {
+            let key = match &completion.outcome {
+                EventOutcome::Processed => ("processed", Some(now), None, None),
+                EventOutcome::Ignored(reason) => {
+                    ("ignored", Some(now), None, Some(reason.as_str()))
+                }
+                EventOutcome::Failed {
+                    error,
+                    retry_at: Some(at),
+                } => ("pending", None, Some(*at), Some(error.as_str())),
+                EventOutcome::Failed {
+                    error,
+                    retry_at: None,
+                } => ("failed", Some(now), None, Some(error.as_str())),
+            };
+            groups.entry(key).or_default().push(completion.id);
         }
         self.timed("complete_events", async {
             on_pool!(self, pool => {
                 let mut tx = pool.begin().await?;
-                for completion in completions {
-                    let (state, processed_at, retry_at, error) = match &completion.outcome {
-                        EventOutcome::Processed => ("processed", Some(now), None, None),
-                        EventOutcome::Ignored(reason) => ("ignored", Some(now), None, Some(reason.as_str())),
-                        EventOutcome::Failed { error, retry_at: Some(at) } => ("pending", None, Some(*at), Some(error.as_str())),
-                        EventOutcome::Failed { error, retry_at: None } => ("failed", Some(now), None, Some(error.as_str())),
-                    };
-                    sqlx::query(COMPLETE)
-                        .bind(state)
-                        .bind(processed_at)
-                        .bind(retry_at)
-                        .bind(error)
-                        .bind(completion.id)
-                        .execute(&mut *tx)
-                        .await?;
+                for ((state, processed_at, retry_at, error), ids) in &groups {
+                    let mut update = sqlx::QueryBuilder::new("update webhook_events set state = ");
+                    update
+                        .push_bind(*state)
+                        .push(", processed_at = ")
+                        .push_bind(*processed_at)
+                        .push(", claimed_by = null, claimed_until = ")
+                        .push_bind(*retry_at)
+                        .push(", last_error = ")
+                        .push_bind(*error)
+                        .push(" where id in (");
+                    let mut list = update.separated(", ");
+                    for id in ids {
+                        list.push_bind(*id);
+                    }
+                    update.push(")");
+                    update.build().execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
             });
@@ -353,28 +456,25 @@ impl Store for SqlStore {
     }
 
     async fn release_events(&self, owner: &str, ids: Option<&[i64]>) -> Result<u64, StoreError> {
-        const RELEASE_ALL: &str = "update webhook_events set claimed_by = null, claimed_until = null where state = 'pending' and claimed_by = $1";
-        const RELEASE_ONE: &str = "update webhook_events set claimed_by = null, claimed_until = null where state = 'pending' and claimed_by = $1 and id = $2";
+        if ids.is_some_and(<[i64]>::is_empty) {
+            return Ok(0);
+        }
         self.timed("release_events", async {
             let released = on_pool!(self, pool => {
-                match ids {
-                    None => sqlx::query(RELEASE_ALL).bind(owner).execute(pool).await?.rows_affected(),
-                    Some(ids) => {
-                        let mut tx = pool.begin().await?;
-                        let mut released = 0;
-                        for id in ids {
-                            released += sqlx::query(RELEASE_ONE)
-                                .bind(owner)
-                                .bind(id)
-                                .execute(&mut *tx)
-                                .await?
-                                .rows_affected();
-                        }
-                        tx.commit().await?;
-                        released
+                let mut release = sqlx::QueryBuilder::new(
+                    "update webhook_events set claimed_by = null, claimed_until = null where state = 'pending' and claimed_by = ",
+                );
+                release.push_bind(owner);
+                if let Some(ids) = ids {
+                    release.push(" and id in (");
+                    let mut list = release.separated(", ");
+                    for id in ids {
+                        list.push_bind(*id);
                     }
+                    release.push(")");
                 }
-            });
+                release.build().execute(pool).await.map(|r| r.rows_affected())
+            })?;
             Ok(released)
         })
         .await
@@ -392,7 +492,7 @@ impl Store for SqlStore {
             delivery_id: String,
         }
         self.timed("webhook_event", async {
-            let row: Option<Row> = on_pool!(self, pool => {
+            let row: Option<Row> = on_read_pool!(self, pool => {
                 sqlx::query_as("select id, kind, state, attempts, last_error, payload, delivery_id from webhook_events where idempotency_key = $1")
                     .bind(key)
                     .fetch_optional(pool)
@@ -413,7 +513,7 @@ impl Store for SqlStore {
 
     async fn webhook_event_counts(&self) -> Result<EventCounts, StoreError> {
         self.timed("webhook_event_counts", async {
-            let (states, deliveries): (Vec<(String, i64)>, i64) = on_pool!(self, pool => {
+            let (states, deliveries): (Vec<(String, i64)>, i64) = on_read_pool!(self, pool => {
                 let states = sqlx::query_as("select state, count(*) from webhook_events group by state")
                     .fetch_all(pool)
                     .await?;
@@ -544,7 +644,7 @@ impl Store for SqlStore {
     async fn user_by_wa_id(&self, wa_id: &WaId) -> Result<Option<User>, StoreError> {
         let sql = format!("select {USER_COLUMNS} from users where wa_id = $1");
         self.timed("user_by_wa_id", async {
-            let row: Option<UserRow> = on_pool!(self, pool => {
+            let row: Option<UserRow> = on_read_pool!(self, pool => {
                 sqlx::query_as(&sql).bind(wa_id.as_str()).fetch_optional(pool).await
             })?;
             row.map(User::try_from).transpose()
@@ -585,7 +685,7 @@ impl Store for SqlStore {
             format!("select {CALL_COLUMNS} from calls where user_id = $1 order by created_at, id");
         let row: Option<UserRow> = self
             .timed("export_user", async {
-                Ok(on_pool!(self, pool => {
+                Ok(on_read_pool!(self, pool => {
                     sqlx::query_as(&user_sql).bind(user.0).fetch_optional(pool).await
                 })?)
             })
@@ -596,7 +696,7 @@ impl Store for SqlStore {
             .list_reminders(user, &ReminderFilter::default())
             .await?;
         let notes = self.list_notes(user, i64::MAX).await?;
-        let (messages, calls): (Vec<MessageRow>, Vec<CallRow>) = on_pool!(self, pool => {
+        let (messages, calls): (Vec<MessageRow>, Vec<CallRow>) = on_read_pool!(self, pool => {
             let messages = sqlx::query_as(&messages_sql).bind(user.0).fetch_all(pool).await?;
             let calls = sqlx::query_as(&calls_sql).bind(user.0).fetch_all(pool).await?;
             (messages, calls)
@@ -712,55 +812,99 @@ impl Store for SqlStore {
         .await
     }
 
-    async fn apply_message_status(
+    async fn apply_message_statuses(
         &self,
-        update: &MessageStatusUpdate,
+        updates: &[&MessageStatusUpdate],
         now: DateTime<Utc>,
-    ) -> Result<StatusApplied, StoreError> {
-        const CURRENT: &str = "select direction, status from messages where wamid = $1";
+    ) -> Result<Vec<StatusApplied>, StoreError> {
         const APPLY: &str = "update messages set status = $1, status_at = $2, error = coalesce($3, error) where wamid = $4 and status = $5";
-        let error = (!update.errors.is_empty()).then_some(Json(&update.errors));
-        self.timed("apply_message_status", async {
-            // Compare-and-set: statuses of one message can be processed concurrently by
-            // several instances; the loop retries when another status landed in between.
+        let mut results = vec![StatusApplied::Stale; updates.len()];
+        self.timed("apply_message_statuses", async {
+            // Which updates still need deciding: all at first; after a pass, those of a message
+            // another instance changed between our read and our write (compare-and-set).
+            let mut pending: Vec<usize> = (0..updates.len()).collect();
             for _ in 0..3 {
-                let current: Option<(String, String)> = on_pool!(self, pool => {
-                    sqlx::query_as(CURRENT)
-                        .bind(update.message_id.as_str())
-                        .fetch_optional(pool)
-                        .await
+                if pending.is_empty() {
+                    break;
+                }
+                // One read for every message the batch mentions.
+                let rows: Vec<(String, String, String)> = on_read_pool!(self, pool => {
+                    let mut select = sqlx::QueryBuilder::new(
+                        "select wamid, direction, status from messages where wamid in (",
+                    );
+                    let mut list = select.separated(", ");
+                    for &i in &pending {
+                        list.push_bind(updates[i].message_id.as_str());
+                    }
+                    select.push(")");
+                    select.build_query_as().fetch_all(pool).await
                 })?;
-                let Some((direction, status)) = current else {
-                    return Ok(StatusApplied::UnknownMessage);
-                };
-                if direction != MessageDirection::Outbound.as_str() {
-                    return Ok(StatusApplied::Stale);
+                let mut current: HashMap<&str, (bool, String)> = rows
+                    .iter()
+                    .map(|(wamid, direction, status)| {
+                        (
+                            wamid.as_str(),
+                            (
+                                direction == MessageDirection::Outbound.as_str(),
+                                status.clone(),
+                            ),
+                        )
+                    })
+                    .collect();
+                // Decide in order; a message's later status in the same batch competes with the
+                // one decided before it. Only the winner per message is written.
+                let mut writes: HashMap<&str, (String, usize)> = HashMap::new();
+                for &i in &pending {
+                    let update = updates[i];
+                    let wamid = update.message_id.as_str();
+                    results[i] = match current.get_mut(wamid) {
+                        None => StatusApplied::UnknownMessage,
+                        Some((false, _)) => StatusApplied::Stale,
+                        Some((true, status)) => {
+                            if update.status.rank() > status_rank(status)? {
+                                let original = writes
+                                    .get(wamid)
+                                    .map_or_else(|| status.clone(), |(o, _)| o.clone());
+                                writes.insert(wamid, (original, i));
+                                *status = update.status.as_wire().to_owned();
+                                StatusApplied::Applied
+                            } else {
+                                StatusApplied::Stale
+                            }
+                        }
+                    };
                 }
-                let rank = match status.as_str() {
-                    "accepted" => DeliveryStatus::Accepted.rank(),
-                    other => DeliveryStatus::from_wire(other)
-                        .ok_or_else(|| StoreError::Corrupt(format!("message status {other:?}")))?
-                        .rank(),
-                };
-                if update.status.rank() <= rank {
-                    return Ok(StatusApplied::Stale);
+                let mut retry = Vec::new();
+                for (wamid, (original, i)) in writes {
+                    let update = updates[i];
+                    let error = (!update.errors.is_empty()).then_some(Json(&update.errors));
+                    let changed = on_pool!(self, pool => {
+                        sqlx::query(APPLY)
+                            .bind(update.status.as_wire())
+                            .bind(update.timestamp.unwrap_or(now))
+                            .bind(error)
+                            .bind(wamid)
+                            .bind(&original)
+                            .execute(pool)
+                            .await
+                            .map(|r| r.rows_affected())
+                    })?;
+                    if changed == 0 {
+                        retry.extend(
+                            pending
+                                .iter()
+                                .copied()
+                                .filter(|&j| updates[j].message_id.as_str() == wamid),
+                        );
+                    }
                 }
-                let changed = on_pool!(self, pool => {
-                    sqlx::query(APPLY)
-                        .bind(update.status.as_wire())
-                        .bind(update.timestamp.unwrap_or(now))
-                        .bind(error.as_ref())
-                        .bind(update.message_id.as_str())
-                        .bind(&status)
-                        .execute(pool)
-                        .await
-                        .map(|r| r.rows_affected())
-                })?;
-                if changed > 0 {
-                    return Ok(StatusApplied::Applied);
+                retry.sort_unstable();
+                for &j in &retry {
+                    results[j] = StatusApplied::Stale;
                 }
+                pending = retry;
             }
-            Ok(StatusApplied::Stale)
+            Ok(results)
         })
         .await
     }
@@ -774,7 +918,7 @@ impl Store for SqlStore {
             "select {MESSAGE_COLUMNS} from messages where user_id = $1 order by id desc limit $2"
         );
         self.timed("recent_messages", async {
-            let rows: Vec<MessageRow> = on_pool!(self, pool => {
+            let rows: Vec<MessageRow> = on_read_pool!(self, pool => {
                 sqlx::query_as(&sql).bind(user.0).bind(limit).fetch_all(pool).await
             })?;
             let mut messages = rows
@@ -850,7 +994,7 @@ impl Store for SqlStore {
             // The call exists: move it forward if the signal says so and nobody else moved it
             // since we read it.
             for _ in 0..3 {
-                let row: CallRow = on_pool!(self, pool => {
+                let row: CallRow = on_read_pool!(self, pool => {
                     sqlx::query_as(&select)
                         .bind(signal.wa_call_id.as_str())
                         .fetch_one(pool)
@@ -902,7 +1046,7 @@ impl Store for SqlStore {
     async fn call(&self, id: &str) -> Result<Option<CallRecord>, StoreError> {
         let sql = format!("select {CALL_COLUMNS} from calls where id = $1");
         self.timed("call", async {
-            let row: Option<CallRow> = on_pool!(self, pool => {
+            let row: Option<CallRow> = on_read_pool!(self, pool => {
                 sqlx::query_as(&sql).bind(id).fetch_optional(pool).await
             })?;
             row.map(CallRecord::try_from).transpose()
@@ -913,7 +1057,7 @@ impl Store for SqlStore {
     async fn call_by_wa_id(&self, wa_call_id: &WaCallId) -> Result<Option<CallRecord>, StoreError> {
         let sql = format!("select {CALL_COLUMNS} from calls where wa_call_id = $1");
         self.timed("call_by_wa_id", async {
-            let row: Option<CallRow> = on_pool!(self, pool => {
+            let row: Option<CallRow> = on_read_pool!(self, pool => {
                 sqlx::query_as(&sql).bind(wa_call_id.as_str()).fetch_optional(pool).await
             })?;
             row.map(CallRecord::try_from).transpose()
@@ -951,7 +1095,7 @@ impl Store for SqlStore {
             data: Json<serde_json::Value>,
         }
         self.timed("call_events", async {
-            let rows: Vec<Row> = on_pool!(self, pool => {
+            let rows: Vec<Row> = on_read_pool!(self, pool => {
                 sqlx::query_as("select id, kind, at, data from call_events where call_id = $1 order by id")
                     .bind(call_id)
                     .fetch_all(pool)
@@ -1016,7 +1160,7 @@ impl Store for SqlStore {
     async fn call_permission(&self, user: UserId) -> Result<Option<CallPermission>, StoreError> {
         let sql = format!("select {PERMISSION_COLUMNS} from call_permissions where user_id = $1");
         self.timed("call_permission", async {
-            let row: Option<PermissionRow> = on_pool!(self, pool => {
+            let row: Option<PermissionRow> = on_read_pool!(self, pool => {
                 sqlx::query_as(&sql).bind(user.0).fetch_optional(pool).await
             })?;
             row.map(CallPermission::try_from).transpose()
@@ -1059,7 +1203,7 @@ impl Store for SqlStore {
             "select {TASK_COLUMNS} from tasks where user_id = $1 and ($2 is null or status = $2) order by id desc"
         );
         self.timed("list_tasks", async {
-            let rows: Vec<TaskRow> = on_pool!(self, pool => {
+            let rows: Vec<TaskRow> = on_read_pool!(self, pool => {
                 sqlx::query_as(&sql)
                     .bind(user.0)
                     .bind(filter.status.map(TaskStatus::as_str))
@@ -1162,7 +1306,7 @@ impl Store for SqlStore {
              order by next_due_at is null, next_due_at, id"
         );
         self.timed("list_reminders", async {
-            let rows: Vec<ReminderRow> = on_pool!(self, pool => {
+            let rows: Vec<ReminderRow> = on_read_pool!(self, pool => {
                 sqlx::query_as(&sql)
                     .bind(user.0)
                     .bind(filter.status.map(ReminderStatus::as_str))
@@ -1325,7 +1469,7 @@ impl Store for SqlStore {
             "select {NOTE_COLUMNS} from notes where user_id = $1 order by id desc limit $2"
         );
         self.timed("list_notes", async {
-            let rows: Vec<NoteRow> = on_pool!(self, pool => {
+            let rows: Vec<NoteRow> = on_read_pool!(self, pool => {
                 sqlx::query_as(&sql).bind(user.0).bind(limit).fetch_all(pool).await
             })?;
             rows.into_iter().map(Note::try_from).collect()
@@ -1367,7 +1511,7 @@ impl Store for SqlStore {
             ),
         };
         self.timed("search_notes", async {
-            let rows: Vec<NoteRow> = on_pool!(self, pool => {
+            let rows: Vec<NoteRow> = on_read_pool!(self, pool => {
                 sqlx::query_as(&sql).bind(user.0).bind(&text).bind(limit).fetch_all(pool).await
             })?;
             rows.into_iter().map(Note::try_from).collect()
@@ -1389,6 +1533,38 @@ impl Store for SqlStore {
         })
         .await
     }
+}
+
+/// A stored message status's place in the forward-only order.
+fn status_rank(status: &str) -> Result<u8, StoreError> {
+    match status {
+        "accepted" => Ok(DeliveryStatus::Accepted.rank()),
+        other => DeliveryStatus::from_wire(other)
+            .map(DeliveryStatus::rank)
+            .ok_or_else(|| StoreError::Corrupt(format!("message status {other:?}"))),
+    }
+}
+
+/// Which events of each delivery were inserted (by key, as returned by the insert). The first
+/// occurrence of a key is the new one; a repeat, even inside the same batch, is a duplicate.
+fn receipts_for(deliveries: &[NewDelivery], inserted: &[(i64, String)]) -> Vec<DeliveryReceipt> {
+    let mut ids: HashMap<&str, i64> = inserted
+        .iter()
+        .map(|(id, key)| (key.as_str(), *id))
+        .collect();
+    deliveries
+        .iter()
+        .map(|delivery| DeliveryReceipt {
+            events: delivery
+                .events
+                .iter()
+                .map(|e| {
+                    ids.remove(e.key.as_str())
+                        .map_or(EventInsert::Duplicate, EventInsert::New)
+                })
+                .collect(),
+        })
+        .collect()
 }
 
 /// The words of a search as a person said or typed it: letters and digits only (so nothing

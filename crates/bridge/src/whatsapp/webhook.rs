@@ -15,6 +15,7 @@ use std::collections::HashMap;
 
 use call_core::CallDirection;
 use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -32,7 +33,7 @@ const WABA_OBJECT: &str = "whatsapp_business_account";
 /// Turns a webhook body (already known to be JSON) into events, one per element.
 pub fn parse(body: &Value) -> Vec<InboundEvent> {
     let mut events = Vec::new();
-    let envelope = match serde_json::from_value::<WireEnvelope>(body.clone()) {
+    let envelope = match WireEnvelope::deserialize(body) {
         Ok(envelope) if envelope.object.as_deref() == Some(WABA_OBJECT) => envelope,
         Ok(envelope) => {
             let reason = match envelope.object {
@@ -82,7 +83,7 @@ fn parse_change(account_id: Option<String>, change: WireChange, out: &mut Vec<In
         account_id,
         ..BusinessNumber::default()
     };
-    let value = match serde_json::from_value::<WireValue>(change.value.clone()) {
+    let value = match WireValue::deserialize(&change.value) {
         Ok(value) => value,
         Err(err) => {
             out.push(unknown(
@@ -551,7 +552,7 @@ impl Contacts {
     fn new(raw: &[Value]) -> Self {
         let contacts = raw
             .iter()
-            .filter_map(|c| serde_json::from_value::<WireContact>(c.clone()).ok())
+            .filter_map(|c| WireContact::deserialize(c).ok())
             .map(|c| Contact {
                 wa_id: c.wa_id.as_deref().and_then(|id| WaId::parse(id).ok()),
                 user_id: c.user_id.as_deref().and_then(|id| Bsuid::parse(id).ok()),
@@ -601,8 +602,9 @@ impl Contacts {
 // Scalars
 // ---------------------------------------------------------------------------------------------
 
-fn from_value<T: serde::de::DeserializeOwned>(raw: &Value, what: &str) -> Result<T, String> {
-    serde_json::from_value(raw.clone()).map_err(|e| format!("{what} does not parse: {e}"))
+fn from_value<T: DeserializeOwned>(raw: &Value, what: &str) -> Result<T, String> {
+    // `&Value` is a deserializer: no copy of the tree.
+    T::deserialize(raw).map_err(|e| format!("{what} does not parse: {e}"))
 }
 
 fn optional_wa_id(value: Option<&str>, field: &str) -> Result<Option<WaId>, String> {
@@ -660,7 +662,7 @@ fn wire_errors(errors: &[WireError]) -> Vec<WhatsAppError> {
 fn wire_errors_from_values(errors: &[Value]) -> Vec<WhatsAppError> {
     let parsed: Vec<WireError> = errors
         .iter()
-        .filter_map(|e| serde_json::from_value(e.clone()).ok())
+        .filter_map(|e| WireError::deserialize(e).ok())
         .collect();
     wire_errors(&parsed)
 }

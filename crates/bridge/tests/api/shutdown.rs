@@ -128,7 +128,7 @@ async fn a_crashed_instances_claims_are_retaken_by_the_same_instance_on_restart(
                 kind: e.body.kind(),
                 phone_number_id: e.business.phone_number_id.clone(),
                 wa_id: None,
-                payload: serde_json::to_value(e).expect("serialise"),
+                payload: serde_json::value::to_raw_value(e).expect("serialise"),
             })
             .collect(),
     };

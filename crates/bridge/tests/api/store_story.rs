@@ -458,35 +458,42 @@ async fn story(store: Arc<dyn Store>) {
         billing: None,
         biz_opaque_callback_data: None,
     };
+    let apply = |updates: Vec<MessageStatusUpdate>, now| {
+        let store = store.clone();
+        async move {
+            let refs: Vec<&MessageStatusUpdate> = updates.iter().collect();
+            store
+                .apply_message_statuses(&refs, now)
+                .await
+                .expect("apply")
+        }
+    };
     assert_eq!(
-        store
-            .apply_message_status(&status(DeliveryStatus::Delivered), at(33))
-            .await
-            .expect("apply"),
-        StatusApplied::Applied
+        apply(vec![status(DeliveryStatus::Delivered)], at(33)).await,
+        [StatusApplied::Applied]
     );
     assert_eq!(
-        store
-            .apply_message_status(&status(DeliveryStatus::Sent), at(34))
-            .await
-            .expect("apply"),
-        StatusApplied::Stale
-    );
-    assert_eq!(
-        store
-            .apply_message_status(&status(DeliveryStatus::Read), at(35))
-            .await
-            .expect("apply"),
-        StatusApplied::Applied
+        apply(vec![status(DeliveryStatus::Sent)], at(34)).await,
+        [StatusApplied::Stale]
     );
     let mut unknown = status(DeliveryStatus::Read);
     unknown.message_id = WamId::parse("wamid.NOPE").expect("id");
+    // A batch: an unknown message's status, then two of the same message out of order.
     assert_eq!(
-        store
-            .apply_message_status(&unknown, at(35))
-            .await
-            .expect("apply"),
-        StatusApplied::UnknownMessage
+        apply(
+            vec![
+                unknown,
+                status(DeliveryStatus::Read),
+                status(DeliveryStatus::Delivered)
+            ],
+            at(35)
+        )
+        .await,
+        [
+            StatusApplied::UnknownMessage,
+            StatusApplied::Applied,
+            StatusApplied::Stale
+        ]
     );
     let messages = store.recent_messages(alice.id, 10).await.expect("messages");
     assert_eq!(
@@ -594,7 +601,7 @@ async fn story(store: Arc<dyn Store>) {
         kind: EventKind::Message,
         phone_number_id: None,
         wa_id: wa_id.map(|w| WaId::parse(w).expect("valid")),
-        payload: serde_json::json!({"key": key}),
+        payload: serde_json::value::to_raw_value(&serde_json::json!({"key": key})).expect("json"),
     };
     let delivery = |id: &str, keys: &[&str], minute: i64| NewDelivery {
         id: id.into(),

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: formatting, lints, then every test (unit, property and
+# integration tests; storage tests on SQLite and on Postgres).
+#
+#   scripts/test.sh            everything
+#   scripts/test.sh -- <args>  extra arguments for cargo nextest (a filter, --no-fail-fast, ...)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/postgres.sh
+
+if [ "${1:-}" = "--" ]; then shift; fi
+
+echo "==> Postgres for the storage tests" >&2
+ensure_postgres
+
+echo "==> cargo fmt --check" >&2
+cargo fmt --all -- --check
+
+echo "==> cargo clippy" >&2
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "==> tests" >&2
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast "$@"
+  # nextest does not run doctests.
+  cargo test --workspace --locked --doc --quiet
+else
+  cargo test --workspace --locked --no-fail-fast "$@"
+fi
