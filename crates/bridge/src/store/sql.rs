@@ -315,7 +315,7 @@ impl Store for SqlStore {
                 }
                 // SQLite (and very large batches): events, then the deliveries that brought
                 // anything new, in one transaction.
-                _ => on_pool!(self, pool => {
+                Pool::Sqlite { .. } | Pool::Postgres(_) => on_pool!(self, pool => {
                     let mut tx = pool.begin().await?;
                     let mut inserted = Vec::with_capacity(events.len());
                     for chunk in events.chunks(CHUNK) {
