@@ -52,7 +52,7 @@ pub fn parse(body: &Value) -> Vec<InboundEvent> {
             events.push(unknown(
                 BusinessNumber::default(),
                 "envelope",
-                format!("not a webhook envelope: {err}"),
+                format!("not a webhook envelope: {}", describe(&err)),
                 body.clone(),
             ));
             return events;
@@ -89,7 +89,7 @@ fn parse_change(account_id: Option<String>, change: WireChange, out: &mut Vec<In
             out.push(unknown(
                 business,
                 &field,
-                format!("change value does not parse: {err}"),
+                format!("change value does not parse: {}", describe(&err)),
                 change.value,
             ));
             return;
@@ -604,7 +604,30 @@ impl Contacts {
 
 fn from_value<T: DeserializeOwned>(raw: &Value, what: &str) -> Result<T, String> {
     // `&Value` is a deserializer: no copy of the tree.
-    T::deserialize(raw).map_err(|e| format!("{what} does not parse: {e}"))
+    T::deserialize(raw).map_err(|e| format!("{what} does not parse: {}", describe(&e)))
+}
+
+/// A serde error without the values it quotes: `invalid type: string "…", expected …`. Reasons
+/// are logged and a quoted value may be a message body or a phone number.
+fn describe(err: &serde_json::Error) -> String {
+    let text = err.to_string();
+    let mut out = String::with_capacity(text.len());
+    let mut quoted = false;
+    for c in text.chars() {
+        match (c, quoted) {
+            ('"', false) => {
+                quoted = true;
+                out.push_str("\"…");
+            }
+            ('"', true) => {
+                quoted = false;
+                out.push('"');
+            }
+            (_, true) => {}
+            (c, false) => out.push(c),
+        }
+    }
+    out
 }
 
 fn optional_wa_id(value: Option<&str>, field: &str) -> Result<Option<WaId>, String> {
@@ -1021,6 +1044,24 @@ mod tests {
                 })
             ));
         }
+    }
+
+    #[test]
+    fn reasons_do_not_quote_what_the_user_wrote() {
+        let body = change(
+            "messages",
+            json!({"metadata": metadata(), "messages": [{"from": "16505551234", "id": "wamid.T", "type": "text", "text": "my secret plans"}]}),
+        );
+        let events = parse(&body);
+        let EventBody::Unknown(unknown) = &events[0].body else {
+            panic!("a text message without a text object is not understood")
+        };
+        assert!(
+            unknown.reason.contains("invalid type"),
+            "{}",
+            unknown.reason
+        );
+        assert!(!unknown.reason.contains("secret"), "{}", unknown.reason);
     }
 
     #[test]
