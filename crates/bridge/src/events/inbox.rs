@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 
@@ -161,12 +161,7 @@ async fn run_writer(parts: WriterParts, mut requests: mpsc::Receiver<Request>) {
 
 async fn write_batch(parts: &WriterParts, batch: &mut Vec<Request>) {
     let started = std::time::Instant::now();
-    let now = parts.clock.now();
-    let claim = Claim {
-        owner: parts.owner.clone(),
-        now,
-        until: now + TimeDelta::from_std(EVENT_LEASE).unwrap_or(TimeDelta::MAX),
-    };
+    let claim = Claim::new(&parts.owner, parts.clock.now(), EVENT_LEASE);
     let rows: Vec<NewDelivery> = batch
         .iter_mut()
         .filter_map(|r| r.delivery.row.take())

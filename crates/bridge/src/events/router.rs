@@ -321,11 +321,7 @@ impl Sweeper {
         let mut total = 0;
         loop {
             let now = self.clock.now();
-            let claim = Claim {
-                owner: self.owner.clone(),
-                now,
-                until: now + TimeDelta::from_std(EVENT_LEASE).unwrap_or(TimeDelta::MAX),
-            };
+            let claim = Claim::new(&self.owner, now, EVENT_LEASE);
             let claimed = self
                 .store
                 .claim_pending_events(&claim, MAX_BATCH as i64)

@@ -20,6 +20,17 @@ pub struct Claim {
     pub until: DateTime<Utc>,
 }
 
+impl Claim {
+    /// A claim by `owner` taken at `now` for `lease`.
+    pub fn new(owner: &str, now: DateTime<Utc>, lease: std::time::Duration) -> Self {
+        Self {
+            owner: owner.to_owned(),
+            now,
+            until: now + chrono::TimeDelta::from_std(lease).unwrap_or(chrono::TimeDelta::MAX),
+        }
+    }
+}
+
 /// Applied and embedded migration counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct MigrationStatus {

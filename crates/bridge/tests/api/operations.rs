@@ -207,3 +207,39 @@ async fn info_logs_carry_no_secret_no_phone_number_and_no_message_body() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_request_that_takes_too_long_is_answered_408_and_its_retry_is_safe() {
+    use sqlx::Connection;
+    let db = TestDb::sqlite();
+    let app = spawn_app_with(
+        &db,
+        Options {
+            env: vec![("HTTP_REQUEST_TIMEOUT_SECS", "1".into())],
+            ..Options::default()
+        },
+    )
+    .await;
+    // Another process holds SQLite's write lock: storing the webhook has to wait.
+    let mut blocker = sqlx::SqliteConnection::connect(&db.url())
+        .await
+        .expect("connect");
+    sqlx::query("begin exclusive")
+        .execute(&mut blocker)
+        .await
+        .expect("lock");
+    let body = text_message("wamid.SLOW", "hello");
+    let response = app.post_webhook(&body).await;
+    assert_eq!(response.status(), 408);
+    sqlx::query("commit")
+        .execute(&mut blocker)
+        .await
+        .expect("unlock");
+    drop(blocker);
+
+    // Meta retries what was not answered 2xx; the retry is accepted, and the event exists once.
+    assert_eq!(app.post_webhook(&body).await.status(), 200);
+    let counts = app.processed().await;
+    assert_eq!(counts.processed, 1, "{counts:?}");
+    app.stop().await.expect("clean stop");
+}
