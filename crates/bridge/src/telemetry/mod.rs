@@ -43,7 +43,13 @@ pub fn init_logging(config: &LogConfig) -> anyhow::Result<()> {
             )
             .try_init()?;
     } else {
-        registry.with(tfmt::layer().with_target(false)).try_init()?;
+        registry
+            .with(
+                tfmt::layer()
+                    .with_target(false)
+                    .with_ansi(std::io::stdout().is_terminal()),
+            )
+            .try_init()?;
     }
     Ok(())
 }
