@@ -8,13 +8,22 @@
 //! - [`lifecycle`]: the call state machine driven by signalling (WhatsApp `connect`, call
 //!   `statuses`, `terminate`, our own actions). Webhooks may arrive twice or out of order; the
 //!   state machine decides which signals move a call forward and which are stale.
-//!
-//! The media engine (one str0m `Rtc` per leg, relay policy, timers) joins this crate with the
-//! call-engine work; it will follow the same contract as str0m: mutate with `handle_*`, then
-//! drain `poll_output` until it returns a timeout.
+//! - [`engine`]: every call's WebRTC leg (a str0m `Rtc` in RTP mode) on one UDP socket:
+//!   answering and making offers the way WhatsApp needs them, demultiplexing, the agent that
+//!   answers the audio, DTMF, and the timers that end calls. Same contract as str0m: mutate
+//!   with one call, then drain `poll_output` until it returns a timeout.
+//! - [`agent`]: agents that live inside the engine (echo, silence).
+//! - [`sdp`]: the few text changes to SDP that str0m has no setting for.
+//! - [`dtmf`]: RFC 4733 key presses.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod agent;
+pub mod dtmf;
+pub mod engine;
 pub mod lifecycle;
+pub mod sdp;
 
+pub use agent::AgentKind;
+pub use engine::{CallError, CallEvent, CallHandle, CallStats, Engine, EngineConfig, Output};
 pub use lifecycle::{CallDirection, CallSignal, CallState, EndReason, Transition};

@@ -1,0 +1,342 @@
+//! The engine against WhatsApp-like peers on a simulated network (virtual clock, in memory).
+// Tests pick the events they look for; a new variant cannot be missed here.
+#![allow(clippy::wildcard_enum_match_arm)]
+
+mod sim;
+
+use std::time::Duration;
+
+use call_core::dtmf::TelephoneEvent;
+use call_core::{AgentKind, CallError, CallEvent, EndReason};
+use sim::{Sim, WHATSAPP_FMTP};
+
+const ECHO: AgentKind = AgentKind::Echo {
+    delay: Duration::from_millis(200),
+};
+
+fn payload(i: usize) -> Vec<u8> {
+    // Distinct, Opus-sized payloads so the echo can be checked byte for byte.
+    let mut p = vec![0xfc, (i % 256) as u8, (i / 256) as u8];
+    p.extend(std::iter::repeat_n(0x55, 60));
+    p
+}
+
+#[test]
+fn the_answer_to_a_whatsapp_offer_is_active_full_ice_with_whatsapps_audio() {
+    let offer = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../bridge/tests/fixtures/sdp/whatsapp_offer.sdp"
+    ))
+    .expect("fixture");
+    let mut sim = Sim::with_config(|mut c| {
+        c.public = Some("203.0.113.9:40000".parse().expect("addr"));
+        c
+    });
+    let (_, answer) = sim
+        .engine
+        .accept_offer(sim.now, &offer, ECHO)
+        .expect("the recorded WhatsApp offer is accepted");
+    assert!(
+        answer.contains("a=setup:active"),
+        "we are the DTLS client:\n{answer}"
+    );
+    assert!(
+        !answer.contains("a=ice-lite"),
+        "we are a full ICE agent:\n{answer}"
+    );
+    assert!(answer.contains("a=rtpmap:111 opus/48000/2"), "{answer}");
+    assert!(
+        answer.contains("a=rtpmap:126 telephone-event/8000"),
+        "{answer}"
+    );
+    assert!(
+        answer.contains("maxaveragebitrate=20000"),
+        "WhatsApp's limits are stated back:\n{answer}"
+    );
+    assert!(answer.contains("a=sendrecv"), "{answer}");
+    assert!(answer.contains("typ host"), "{answer}");
+    assert!(
+        answer.contains("203.0.113.9 40000 typ srflx"),
+        "non-trickle, public address included:\n{answer}"
+    );
+    assert!(answer.contains("a=fingerprint:sha-256"), "{answer}");
+    assert_eq!(sim.engine.active_calls(), 1);
+}
+
+#[test]
+fn broken_offers_are_refused_and_leave_nothing_behind() {
+    let mut sim = Sim::new();
+    for offer in [
+        // What Meta's docs and fixtures put where the SDP goes.
+        "<<RFC 8866 SDP>>",
+        "",
+        "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n",
+        "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\n",
+        "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=rtpmap:0 PCMU/8000\r\n",
+    ] {
+        let err = sim.engine.accept_offer(sim.now, offer, ECHO).expect_err(offer);
+        assert!(matches!(err, CallError::BadSdp(_) | CallError::NoAudio), "{offer:?}: {err:?}");
+    }
+    assert_eq!(sim.engine.active_calls(), 0);
+}
+
+#[test]
+fn an_inbound_call_connects_and_the_echo_agent_returns_the_callers_audio() {
+    let mut sim = Sim::new();
+    let p = sim.add_peer("157.240.19.130:3480");
+    let offer = sim.peers[p].offer();
+    assert!(offer.contains("a=ice-lite"));
+    assert!(offer.contains(WHATSAPP_FMTP));
+    let call = sim.inbound_call_from_offer(p, &offer);
+    sim.run_until(Duration::from_secs(2), |s| {
+        s.peers[p].connected && s.events_of(call).contains(&&CallEvent::Connected)
+    });
+
+    sim.engine.start_media(sim.now, call).expect("call exists");
+    sim.drain_engine();
+    sim.talk(p, 50, payload);
+    sim.run_for(Duration::from_millis(400));
+
+    let echoed: Vec<Vec<u8>> = sim.peers[p]
+        .received
+        .iter()
+        .map(|(_, p)| p.clone())
+        .collect();
+    assert_eq!(echoed.len(), 50, "every packet came back");
+    assert_eq!(
+        echoed,
+        (0..50).map(payload).collect::<Vec<_>>(),
+        "in order, unchanged"
+    );
+    let times: Vec<u32> = sim.peers[p].received.iter().map(|(t, _)| *t).collect();
+    assert!(
+        times.windows(2).all(|w| w[1].wrapping_sub(w[0]) == 960),
+        "our own timeline keeps 20 ms spacing"
+    );
+    assert!(sim.events_of(call).contains(&&CallEvent::MediaStarted));
+}
+
+#[test]
+fn audio_heard_before_the_call_is_answered_is_kept_not_dropped() {
+    let mut sim = Sim::new();
+    let p = sim.add_peer("157.240.19.130:3480");
+    let call = sim.inbound_call(p, ECHO);
+    sim.run_until(Duration::from_secs(2), |s| s.peers[p].connected);
+    // Media flows after pre_accept; the agent only starts after accept.
+    sim.talk(p, 20, payload);
+    assert!(
+        sim.peers[p].received.is_empty(),
+        "the agent is quiet before the call is answered"
+    );
+    sim.engine.start_media(sim.now, call).expect("call exists");
+    sim.drain_engine();
+    sim.run_for(Duration::from_millis(800));
+    assert_eq!(sim.peers[p].received.len(), 20);
+}
+
+#[test]
+fn dtmf_is_reported_once_per_key_and_never_echoed() {
+    let mut sim = Sim::new();
+    let p = sim.add_peer("157.240.19.130:3480");
+    let call = sim.inbound_call(p, ECHO);
+    sim.run_until(Duration::from_secs(2), |s| s.peers[p].connected);
+    sim.engine.start_media(sim.now, call).expect("call exists");
+    sim.drain_engine();
+    for (key, start) in [('1', 8000u32), ('#', 16000)] {
+        for duration in [160u16, 320, 480, 480] {
+            let event = TelephoneEvent {
+                key,
+                end: duration == 480,
+                duration,
+            };
+            let now = sim.now;
+            sim.peers[p].send(now, 126, Some(start), &event.to_bytes());
+            sim.drain_peer(p);
+            sim.run_for(Duration::from_millis(20));
+        }
+    }
+    sim.run_for(Duration::from_millis(500));
+    let keys: Vec<char> = sim
+        .events_of(call)
+        .into_iter()
+        .filter_map(|e| match e {
+            CallEvent::Dtmf(k) => Some(*k),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(keys, ['1', '#']);
+    assert!(
+        sim.peers[p].received.is_empty(),
+        "telephone-events are not audio"
+    );
+}
+
+#[test]
+fn an_outbound_call_rings_is_answered_and_sends_the_agents_audio() {
+    let mut sim = Sim::new();
+    let p = sim.add_peer("157.240.19.131:3482");
+    let (call, offer) = sim
+        .engine
+        .create_offer(sim.now, AgentKind::Silence)
+        .expect("offer");
+    sim.drain_engine();
+    assert!(offer.contains("a=setup:actpass"));
+    assert!(offer.contains("a=rtpmap:111 opus/48000/2"));
+    assert!(offer.contains("a=rtpmap:126 telephone-event/8000"));
+    // The phone rings for a while; then the answer arrives in a connect webhook.
+    sim.run_for(Duration::from_secs(5));
+    assert!(sim.ended(call).is_none());
+    let answer = sim.peers[p].answer(&offer);
+    sim.drain_peer(p);
+    sim.engine
+        .accept_answer(sim.now, call, &answer)
+        .expect("answer applies");
+    sim.drain_engine();
+    sim.run_until(Duration::from_secs(2), |s| s.peers[p].connected);
+    sim.engine.start_media(sim.now, call).expect("call exists");
+    sim.drain_engine();
+    sim.talk(p, 25, payload);
+    assert!(
+        sim.peers[p].received.len() >= 20,
+        "got {}",
+        sim.peers[p].received.len()
+    );
+    assert!(sim.peers[p]
+        .received
+        .iter()
+        .all(|(_, p)| p == &call_core::agent::OPUS_SILENCE));
+
+    sim.engine.hang_up(sim.now, call, EndReason::HungUp);
+    sim.drain_engine();
+    assert_eq!(sim.ended(call), Some(EndReason::HungUp));
+    sim.run_for(Duration::from_millis(100));
+    assert!(sim.peers[p].closed, "the callee's side saw the DTLS close");
+    assert_eq!(sim.engine.active_calls(), 0);
+    let Some(CallEvent::Ended { stats, .. }) = sim.events_of(call).into_iter().last() else {
+        panic!("ended last")
+    };
+    assert_eq!(stats.packets_in, 25);
+    assert!(stats.packets_out >= 20);
+}
+
+#[test]
+fn an_answer_for_a_call_that_is_not_waiting_is_refused() {
+    let mut sim = Sim::new();
+    let p = sim.add_peer("157.240.19.130:3480");
+    let inbound = sim.inbound_call(p, ECHO);
+    let err = sim
+        .engine
+        .accept_answer(sim.now, inbound, "v=0\r\n")
+        .expect_err("no offer pending");
+    assert!(matches!(err, CallError::WrongState(_)), "{err:?}");
+    let (outbound, _) = sim.engine.create_offer(sim.now, ECHO).expect("offer");
+    let err = sim
+        .engine
+        .accept_answer(sim.now, outbound, "<<RFC 8866 SDP>>")
+        .expect_err("garbage");
+    assert!(matches!(err, CallError::BadSdp(_)), "{err:?}");
+}
+
+#[test]
+fn nobody_answering_an_outbound_call_ends_it_at_the_ring_timeout() {
+    let mut sim = Sim::with_config(|mut c| {
+        c.ring_timeout = Duration::from_secs(30);
+        c
+    });
+    let (call, _) = sim.engine.create_offer(sim.now, ECHO).expect("offer");
+    sim.drain_engine();
+    sim.run_for(Duration::from_secs(29));
+    assert_eq!(sim.ended(call), None);
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!(sim.ended(call), Some(EndReason::NotAnswered));
+    assert_eq!(sim.engine.active_calls(), 0);
+}
+
+#[test]
+fn a_call_whose_media_never_connects_ends_as_failed() {
+    let mut sim = Sim::with_config(|mut c| {
+        c.connect_timeout = Duration::from_secs(10);
+        c
+    });
+    let p = sim.add_peer("157.240.19.130:3480");
+    sim.peers[p].deaf = true;
+    let call = sim.inbound_call(p, ECHO);
+    sim.run_for(Duration::from_secs(9));
+    assert_eq!(sim.ended(call), None);
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!(sim.ended(call), Some(EndReason::Failed));
+}
+
+#[test]
+fn a_call_whose_audio_stops_ends_at_the_media_timeout_and_no_call_outlives_the_maximum() {
+    let mut sim = Sim::with_config(|mut c| {
+        c.media_timeout = Duration::from_secs(5);
+        c.max_call_length = Duration::from_secs(30);
+        c
+    });
+    let p = sim.add_peer("157.240.19.130:3480");
+    let q = sim.add_peer("157.240.19.140:3490");
+    let quiet = sim.inbound_call(p, ECHO);
+    let long = sim.inbound_call(q, ECHO);
+    sim.run_until(Duration::from_secs(2), |s| {
+        s.peers[p].connected && s.peers[q].connected
+    });
+    // q keeps talking for 40 s; p says nothing.
+    for _ in 0..40 {
+        sim.talk(q, 50, payload);
+    }
+    assert_eq!(sim.ended(quiet), Some(EndReason::TimedOut));
+    assert_eq!(sim.ended(long), Some(EndReason::TimedOut));
+    let ended_at = |call| {
+        sim.events
+            .iter()
+            .find(|(_, c, e)| *c == call && matches!(e, CallEvent::Ended { .. }))
+            .map(|(t, ..)| *t)
+            .expect("ended")
+    };
+    assert!(ended_at(quiet) < ended_at(long));
+}
+
+#[test]
+fn two_calls_share_the_engine_socket_and_each_hears_only_itself() {
+    let mut sim = Sim::new();
+    let a = sim.add_peer("157.240.19.130:3480");
+    let b = sim.add_peer("157.240.19.130:3481");
+    let call_a = sim.inbound_call(a, ECHO);
+    let call_b = sim.inbound_call(b, ECHO);
+    sim.run_until(Duration::from_secs(2), |s| {
+        s.peers[a].connected && s.peers[b].connected
+    });
+    for call in [call_a, call_b] {
+        sim.engine.start_media(sim.now, call).expect("call exists");
+        sim.drain_engine();
+    }
+    for i in 0..20 {
+        let now = sim.now;
+        sim.peers[a].send(now, 111, None, &[0xaa, i]);
+        sim.drain_peer(a);
+        sim.peers[b].send(now, 111, None, &[0xbb, i]);
+        sim.drain_peer(b);
+        sim.run_for(Duration::from_millis(20));
+    }
+    sim.run_for(Duration::from_millis(500));
+    assert_eq!(sim.peers[a].received.len(), 20);
+    assert_eq!(sim.peers[b].received.len(), 20);
+    assert!(sim.peers[a].received.iter().all(|(_, p)| p[0] == 0xaa));
+    assert!(sim.peers[b].received.iter().all(|(_, p)| p[0] == 0xbb));
+}
+
+#[test]
+fn datagrams_from_strangers_are_not_taken() {
+    let mut sim = Sim::new();
+    let p = sim.add_peer("157.240.19.130:3480");
+    sim.inbound_call(p, ECHO);
+    let stranger = "198.51.100.7:5000".parse().expect("addr");
+    assert!(!sim.engine.handle_receive(sim.now, stranger, b"hello"));
+    assert!(!sim.engine.handle_receive(
+        sim.now,
+        stranger,
+        &[0x80, 111, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1]
+    ));
+    assert!(!sim.engine.handle_receive(sim.now, stranger, &[]));
+}
