@@ -58,6 +58,10 @@ pub struct Metrics {
     /// `whatsapp_bridge_webhook_ingest_duration_seconds`: body received → stored (group commit
     /// included).
     pub webhook_ingest_duration: Histogram,
+    /// `whatsapp_bridge_graph_requests_total{action,outcome}`.
+    pub graph_requests: IntCounterVec,
+    /// `whatsapp_bridge_graph_request_duration_seconds{action}` (retries included).
+    pub graph_request_duration: HistogramVec,
 }
 
 impl Metrics {
@@ -154,6 +158,16 @@ impl Metrics {
                 )
                 .buckets(LATENCY_BUCKETS.to_vec()),
             )?,
+            graph_requests: counter(
+                "whatsapp_bridge_graph_requests_total",
+                "Graph API call actions by action (pre_accept, accept, reject, terminate, connect) and outcome (ok, or the error: no_permission, daily_limit, timeout, circuit_open, ...).",
+                &["action", "outcome"],
+            )?,
+            graph_request_duration: histogram(
+                "whatsapp_bridge_graph_request_duration_seconds",
+                "Graph API call action duration, retries included, by action.",
+                &["action"],
+            )?,
             registry,
             names: Vec::new(),
         };
@@ -202,6 +216,8 @@ impl Metrics {
             Box::new(self.retention_deleted.clone()),
             Box::new(self.build_info.clone()),
             Box::new(self.webhook_ingest_duration.clone()),
+            Box::new(self.graph_requests.clone()),
+            Box::new(self.graph_request_duration.clone()),
             #[cfg(target_os = "linux")]
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];

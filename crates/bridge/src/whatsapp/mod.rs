@@ -1,8 +1,10 @@
-//! WhatsApp Cloud API: what Meta sends us (signed webhooks) and, with later work, the Graph
-//! API client for what we send Meta.
+//! WhatsApp Cloud API: what Meta sends us (signed webhooks) and what we send Meta (the Graph
+//! API).
 //!
 //! - [`signature`]: the `X-Hub-Signature-256` check, pure.
 //! - [`webhook`]: wire structs and their conversion into [`crate::domain::InboundEvent`]s.
+//! - [`client`]: the Graph API client for call actions.
 
+pub mod client;
 pub mod signature;
 pub mod webhook;
