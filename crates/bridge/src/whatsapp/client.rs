@@ -493,7 +493,11 @@ fn parse_error(status: StatusCode, body: &str) -> GraphError {
     };
     let details = error.error_data.and_then(|d| d.details).map(|d| match d {
         Value::String(s) => s,
-        other => other.to_string(),
+        other @ (Value::Null
+        | Value::Bool(_)
+        | Value::Number(_)
+        | Value::Array(_)
+        | Value::Object(_)) => other.to_string(),
     });
     let message = match (&error.message, &details) {
         (Some(m), Some(d)) => format!("{m} ({d})"),
