@@ -24,16 +24,19 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
+use crate::calls::{CallSettings, Calls};
 use crate::clock::{Clock, SystemClock};
-use crate::config::Config;
-use crate::events::handlers::{CallEvents, MessageEvents, RecordCalls, RecordMessages};
+use crate::config::{Config, VoiceAgentKind};
+use crate::events::handlers::{CallEvents, MessageEvents, RecordMessages};
 use crate::events::inbox::{spawn_writer, WriterParts};
 use crate::events::router::{Handlers, Router, Sweeper};
 use crate::http::rate_limit::{self, IpRateLimiter};
 use crate::http::{self, AppState, ServiceStatus, Shared, WebhookSettings};
+use crate::media::{self, MediaSettings};
 use crate::scheduler::retention::Retention;
 use crate::store::{SqlStore, Store};
 use crate::telemetry::Metrics;
+use crate::whatsapp::client::GraphClient;
 
 /// How often the sweeper looks for events waiting in the store when nothing wakes it.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
@@ -128,12 +131,39 @@ impl AppBuilder {
         };
         let http_addr = listener.local_addr().context("listener has no address")?;
 
-        let calls = self.calls.unwrap_or_else(|| {
-            Arc::new(RecordCalls {
-                store: store.clone(),
-                clock: self.clock.clone(),
-            })
-        });
+        let media_bind = SocketAddr::new(config.calls.bind_address, config.calls.udp_port);
+        let media_socket = media::bind(media_bind).with_context(|| {
+            format!("cannot bind the media socket {media_bind}: is another process using RTC_UDP_PORT={}?", config.calls.udp_port)
+        })?;
+        let media_port = media_socket
+            .local_addr()
+            .context("media socket has no address")?
+            .port();
+        let host_ip = config
+            .calls
+            .host_ip
+            .or_else(|| Some(config.calls.bind_address).filter(|ip| !ip.is_unspecified()))
+            .or_else(media::route_ip)
+            .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+        let public_ip = match (config.calls.public_ip, &config.calls.stun_server) {
+            (Some(ip), _) => Some(ip),
+            (None, Some(server)) => discover_public_ip(&media_socket, server).await,
+            (None, None) => None,
+        };
+        let media_settings = MediaSettings {
+            host_ip,
+            public_ip,
+            connect_timeout: config.calls.connect_timeout,
+            media_timeout: config.calls.media_timeout,
+            max_call_length: config.calls.max_duration,
+            ring_timeout: config.calls.ring_timeout,
+        };
+        tracing::info!(
+            media = %SocketAddr::new(host_ip, media_port),
+            public = ?public_ip,
+            "call media on one UDP port"
+        );
+
         let messages = self.messages.unwrap_or_else(|| {
             Arc::new(RecordMessages {
                 store: store.clone(),
@@ -146,11 +176,33 @@ impl AppBuilder {
             clock: self.clock,
             listener,
             http_addr,
+            media_socket,
+            media_settings,
             store,
             metrics,
-            handlers: Handlers { calls, messages },
+            call_events: self.calls,
+            messages,
             sweep_interval: self.sweep_interval,
         })
+    }
+}
+
+/// Asks the STUN server which public address the media socket's packets come from.
+async fn discover_public_ip(
+    socket: &std::net::UdpSocket,
+    server: &str,
+) -> Option<std::net::IpAddr> {
+    // A second handle on the same socket, for the one exchange; the engine gets the socket.
+    let probe = socket
+        .try_clone()
+        .ok()
+        .and_then(|clone| tokio::net::UdpSocket::from_std(clone).ok())?;
+    match media::stun::public_address(&probe, server, Duration::from_secs(2)).await {
+        Ok(addr) => Some(addr.ip()),
+        Err(err) => {
+            tracing::warn!(error = %err, "no public address for call media; peers outside this network cannot reach it: set RTC_PUBLIC_IP");
+            None
+        }
     }
 }
 
@@ -160,9 +212,13 @@ pub struct App {
     clock: Arc<dyn Clock>,
     listener: TcpListener,
     http_addr: SocketAddr,
+    media_socket: std::net::UdpSocket,
+    media_settings: MediaSettings,
     store: Arc<dyn Store>,
     metrics: Metrics,
-    handlers: Handlers,
+    /// Replaces the calls service as the router's call handler (tests).
+    call_events: Option<Arc<dyn CallEvents>>,
+    messages: Arc<dyn MessageEvents>,
     sweep_interval: Duration,
 }
 
@@ -192,6 +248,12 @@ impl App {
         self.http_addr
     }
 
+    /// The address call media is received on (the host candidate).
+    pub fn media_addr(&self) -> SocketAddr {
+        let port = self.media_socket.local_addr().map_or(0, |a| a.port());
+        SocketAddr::new(self.media_settings.host_ip, port)
+    }
+
     /// The store (for tests and the CLI).
     pub fn store(&self) -> Arc<dyn Store> {
         self.store.clone()
@@ -215,13 +277,53 @@ impl App {
             clock,
             listener,
             http_addr: _,
+            media_socket,
+            media_settings,
             store,
             metrics,
-            handlers,
+            call_events,
+            messages,
             sweep_interval,
         } = self;
         let cancel = CancellationToken::new();
         let owner = config.instance_id.clone();
+
+        // --- calls ----------------------------------------------------------------------------
+        let (media, media_events, media_task) =
+            media::spawn(media_socket, &media_settings, metrics.clone())
+                .context("cannot start the media engine")?;
+        let graph = GraphClient::from_config(&config.whatsapp, metrics.clone())
+            .context("cannot build the Graph API client")?;
+        let agent = match config.calls.voice_agent {
+            VoiceAgentKind::Echo => call_core::AgentKind::Echo {
+                delay: config.calls.echo_delay,
+            },
+            VoiceAgentKind::Silence => call_core::AgentKind::Silence,
+            VoiceAgentKind::Realtime => {
+                tracing::warn!("VOICE_AGENT=realtime: the OpenAI/Azure voice leg is not in this version yet; calls are answered by the echo agent");
+                call_core::AgentKind::Echo {
+                    delay: config.calls.echo_delay,
+                }
+            }
+        };
+        let (calls, media_pump) = Calls::new(
+            media,
+            media_events,
+            graph,
+            store.clone(),
+            clock.clone(),
+            metrics.clone(),
+            CallSettings {
+                agent,
+                max_concurrent_calls: usize::try_from(config.calls.max_concurrent_calls)
+                    .unwrap_or(usize::MAX),
+                instance_id: owner.clone(),
+            },
+        );
+        let handlers = Handlers {
+            calls: call_events.unwrap_or_else(|| Arc::new(calls.clone())),
+            messages,
+        };
 
         // --- the event pipeline ---------------------------------------------------------------
         let capacity = config.events.queue_capacity;
@@ -307,6 +409,8 @@ impl App {
             },
             started: Instant::now(),
             shutdown: cancel.clone(),
+            admin_token: config.admin_token.clone(),
+            calls: Some(calls.clone()),
         });
         let app = http::router(state, config.http.request_timeout);
         let signal = {
@@ -346,6 +450,18 @@ impl App {
         let deadline = tokio::time::Instant::now() + config.shutdown_timeout;
         cancel.cancel();
 
+        // Calls first: each is ended politely (Graph terminate, DTLS close) and recorded.
+        if calls.active() > 0 {
+            tracing::info!(calls = calls.active(), "ending active calls");
+            if tokio::time::timeout_at(deadline, calls.hang_up_all())
+                .await
+                .is_err()
+            {
+                tracing::warn!("shutdown deadline passed while ending calls");
+            }
+        }
+        drop(calls);
+
         let router_abort = router.abort_handle();
         let drained = tokio::time::timeout_at(deadline, async {
             let _ = writer.await;
@@ -360,6 +476,17 @@ impl App {
                 queued = metrics.event_queue_depth.get(),
                 "shutdown deadline passed with events still queued; they stay stored and run at the next start"
             );
+        }
+        // The media task stops once the router (the last holder of the calls service) is gone.
+        let media_abort = media_task.abort_handle();
+        if tokio::time::timeout_at(deadline, async {
+            let _ = media_task.await;
+            let _ = media_pump.await;
+        })
+        .await
+        .is_err()
+        {
+            media_abort.abort();
         }
         match store.release_events(&owner, None).await {
             Ok(0) => {}

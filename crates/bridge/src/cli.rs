@@ -1,4 +1,4 @@
-//! The command line: `whatsapp-bridge [serve]`, `migrate`.
+//! The command line: `whatsapp-bridge [serve]`, `migrate`, `call`.
 
 use std::path::PathBuf;
 
@@ -27,4 +27,16 @@ pub enum Command {
     Serve,
     /// Apply database migrations and exit (the service also applies them at start).
     Migrate,
+    /// Place a WhatsApp call from the running service (its admin API; needs ADMIN_TOKEN).
+    Call {
+        /// The WhatsApp id (phone number in international format) to call.
+        #[arg(long)]
+        to: String,
+        /// Why we call (shown in the call record; the assistant uses it).
+        #[arg(long)]
+        purpose: Option<String>,
+        /// The service's base URL (default: http://127.0.0.1:$PORT).
+        #[arg(long)]
+        url: Option<String>,
+    },
 }

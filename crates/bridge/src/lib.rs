@@ -7,10 +7,14 @@
 //!   once into typed values.
 //! - [`http`]: the HTTP surface (webhooks, health, readiness, metrics) and its one error
 //!   mapping.
-//! - [`whatsapp`]: Meta's side: webhook signatures and payloads (wire structs → domain).
+//! - [`whatsapp`]: Meta's side: webhook signatures and payloads (wire structs → domain), and
+//!   the Graph API client.
+//! - [`media`]: the UDP socket and the task that drives the call engine (`call-core`).
 //! - [`domain`]: the types everything else speaks (ids, events, statuses), parsed once at the
 //!   edge.
 //! - [`events`]: verified webhooks stored once, then routed by kind to their handlers.
+//! - [`calls`]: WhatsApp calls: signalling, Graph API and media put together, one task per
+//!   call.
 //! - [`store`]: SQLite or Postgres behind one interface, every row scoped by user.
 //! - [`scheduler`]: jobs on a clock (retention; reminders next).
 //! - [`telemetry`]: logs and metrics.
@@ -20,12 +24,14 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod calls;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod events;
 pub mod http;
+pub mod media;
 pub mod scheduler;
 pub mod store;
 pub mod telemetry;

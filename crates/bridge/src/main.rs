@@ -43,6 +43,7 @@ fn main() -> ExitCode {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => serve(config).await,
             Command::Migrate => migrate(config).await,
+            Command::Call { to, purpose, url } => place_call(config, to, purpose, url).await,
         }
     });
     match result {
@@ -90,6 +91,40 @@ async fn migrate(config: Config) -> anyhow::Result<()> {
     tracing::info!(%database, applied = status.applied, known = status.known, "database schema is current");
     store.close().await;
     Ok(())
+}
+
+/// `whatsapp-bridge call`: POST /api/calls on the running service; prints its answer.
+#[allow(clippy::print_stdout)]
+async fn place_call(
+    config: Config,
+    to: String,
+    purpose: Option<String>,
+    url: Option<String>,
+) -> anyhow::Result<()> {
+    use secrecy::ExposeSecret;
+    let token = config
+        .admin_token
+        .as_ref()
+        .context("set ADMIN_TOKEN to the running service's admin token")?;
+    let base = url.unwrap_or_else(|| format!("http://127.0.0.1:{}", config.http.port));
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/calls", base.trim_end_matches('/')))
+        .bearer_auth(token.expose_secret())
+        .json(&serde_json::json!({"to": to, "purpose": purpose}))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the service at {base}"))?;
+    let status = response.status();
+    let body = response
+        .text()
+        .await
+        .context("cannot read the service's answer")?;
+    if status.is_success() {
+        println!("{body}");
+        Ok(())
+    } else {
+        anyhow::bail!("the service answered {status}: {body}")
+    }
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM (`docker stop`, Kubernetes, systemd).

@@ -156,6 +156,16 @@ pub struct CallStats {
     pub dtmf: u64,
 }
 
+impl CallStats {
+    fn add(&mut self, other: &CallStats) {
+        self.packets_in += other.packets_in;
+        self.bytes_in += other.bytes_in;
+        self.packets_out += other.packets_out;
+        self.bytes_out += other.bytes_out;
+        self.dtmf += other.dtmf;
+    }
+}
+
 /// One call: the user's WebRTC leg and the agent answering it.
 struct Call {
     rtc: Rtc,
@@ -190,6 +200,8 @@ pub struct Engine {
     outputs: VecDeque<Output>,
     /// Scratch space for agent packets, reused.
     agent_out: Vec<AgentPacket>,
+    /// Counts of calls that ended, for [`Engine::totals`].
+    ended_totals: CallStats,
     now: Instant,
 }
 
@@ -204,6 +216,7 @@ impl Engine {
             next_handle: 1,
             outputs: VecDeque::new(),
             agent_out: Vec::new(),
+            ended_totals: CallStats::default(),
             now,
         }
     }
@@ -216,6 +229,24 @@ impl Engine {
     /// Whether the call exists.
     pub fn has_call(&self, call: CallHandle) -> bool {
         self.calls.contains_key(&call)
+    }
+
+    /// Packet and byte counts of every call so far, ended ones included (monotonic).
+    pub fn totals(&self) -> CallStats {
+        let mut totals = self.ended_totals;
+        for call in self.calls.values() {
+            totals.add(&call.stats);
+        }
+        totals
+    }
+
+    /// Ends every call (shutdown).
+    pub fn hang_up_all(&mut self, now: Instant, reason: EndReason) {
+        self.now = now;
+        let handles: Vec<CallHandle> = self.calls.keys().copied().collect();
+        for call in handles {
+            self.end(call, reason);
+        }
     }
 
     // --- signalling ---------------------------------------------------------------------------
@@ -636,6 +667,7 @@ impl Engine {
             return;
         };
         if let Some(call) = self.calls.remove(&handle) {
+            self.ended_totals.add(&call.stats);
             self.by_ufrag.remove(&call.ufrag);
             self.by_remote.retain(|_, h| *h != handle);
             self.outputs.push_back(Output::Event(

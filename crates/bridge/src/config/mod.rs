@@ -220,21 +220,37 @@ pub enum VoiceAgentKind {
     Realtime,
     /// Return the caller's audio.
     Echo,
+    /// Send silence (tests).
+    Silence,
 }
 
 /// Call and media settings.
 #[derive(Debug, Clone)]
 pub struct CallsConfig {
+    /// The media socket's bind address.
+    pub bind_address: IpAddr,
+    /// The IP for host candidates, when configured.
+    pub host_ip: Option<IpAddr>,
     /// The media UDP port.
     pub udp_port: u16,
     /// Public IP for candidates; discovered with STUN when `None`.
     pub public_ip: Option<IpAddr>,
-    /// STUN server `host:port`.
-    pub stun_server: String,
+    /// STUN server `host:port`; `None` to skip discovery.
+    pub stun_server: Option<String>,
     /// Calls held at once.
     pub max_concurrent_calls: u32,
     /// The agent.
     pub voice_agent: VoiceAgentKind,
+    /// Echo agent delay.
+    pub echo_delay: Duration,
+    /// Outbound ring timeout.
+    pub ring_timeout: Duration,
+    /// ICE + DTLS must connect within.
+    pub connect_timeout: Duration,
+    /// Silence allowed on a connected call.
+    pub media_timeout: Duration,
+    /// Longest call.
+    pub max_duration: Duration,
 }
 
 /// Webhook event processing settings.
@@ -675,8 +691,14 @@ impl Reader<'_> {
                     }
                     "realtime" => VoiceAgentKind::Realtime,
                     "echo" => VoiceAgentKind::Echo,
+                    "silence" => VoiceAgentKind::Silence,
                     _ => {
-                        self.problem("VOICE_AGENT", &origin, &v, "must be realtime or echo");
+                        self.problem(
+                            "VOICE_AGENT",
+                            &origin,
+                            &v,
+                            "must be realtime, echo or silence",
+                        );
                         VoiceAgentKind::Echo
                     }
                 }
@@ -691,15 +713,31 @@ impl Reader<'_> {
             }
         }
         CallsConfig {
+            bind_address: self.parsed("RTC_BIND_ADDRESS", "an IP address"),
+            host_ip: self.value("RTC_HOST_IP").and_then(|(v, origin)| {
+                v.parse()
+                    .map_err(|_| self.problem("RTC_HOST_IP", &origin, &v, "is not an IP address"))
+                    .ok()
+            }),
             udp_port: self.parsed("RTC_UDP_PORT", "a port number (0-65535)"),
             public_ip: self.value("RTC_PUBLIC_IP").and_then(|(v, origin)| {
                 v.parse()
                     .map_err(|_| self.problem("RTC_PUBLIC_IP", &origin, &v, "is not an IP address"))
                     .ok()
             }),
-            stun_server: self.string_or_default("STUN_SERVER"),
+            stun_server: Some(self.string_or_default("STUN_SERVER"))
+                .filter(|s| !s.eq_ignore_ascii_case("none")),
             max_concurrent_calls: self.parsed_in("MAX_CONCURRENT_CALLS", 1..=100_000),
             voice_agent,
+            echo_delay: Duration::from_millis(self.parsed_in("ECHO_DELAY_MS", 0..=10_000)),
+            ring_timeout: Duration::from_secs(self.parsed_in("CALL_RING_TIMEOUT_SECS", 5..=600)),
+            connect_timeout: Duration::from_secs(
+                self.parsed_in("CALL_CONNECT_TIMEOUT_SECS", 2..=120),
+            ),
+            media_timeout: Duration::from_secs(self.parsed_in("CALL_MEDIA_TIMEOUT_SECS", 2..=600)),
+            max_duration: Duration::from_secs(
+                self.parsed_in("CALL_MAX_DURATION_SECS", 10..=86_400),
+            ),
         }
     }
 

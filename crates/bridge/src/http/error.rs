@@ -40,6 +40,39 @@ pub enum ApiError {
     /// 404.
     #[error("not found")]
     NotFound,
+    /// 404 with a reason (a feature that is off).
+    #[error("{message}")]
+    NotFoundWith {
+        /// Stable code.
+        code: &'static str,
+        /// Why.
+        message: String,
+    },
+    /// 409: the request conflicts with the state of things (a call that ended, a user who
+    /// did not allow calls).
+    #[error("{message}")]
+    Conflict {
+        /// Stable code.
+        code: &'static str,
+        /// What conflicts.
+        message: String,
+    },
+    /// 429 for a limit that is not ours (WhatsApp's).
+    #[error("{message}")]
+    TooMany {
+        /// Stable code.
+        code: &'static str,
+        /// Which limit.
+        message: String,
+    },
+    /// 502: WhatsApp (or another upstream) failed.
+    #[error("{message}")]
+    BadGateway {
+        /// Stable code.
+        code: &'static str,
+        /// What failed.
+        message: String,
+    },
     /// 413: the body is larger than the limit.
     #[error("the body is larger than {limit} bytes")]
     PayloadTooLarge {
@@ -74,7 +107,10 @@ impl ApiError {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
-            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::NotFound | ApiError::NotFoundWith { .. } => StatusCode::NOT_FOUND,
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::BadGateway { .. } => StatusCode::BAD_GATEWAY,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -86,7 +122,11 @@ impl ApiError {
         match self {
             ApiError::BadRequest { code, .. }
             | ApiError::Unauthorized { code, .. }
-            | ApiError::Unavailable { code, .. } => code,
+            | ApiError::Unavailable { code, .. }
+            | ApiError::NotFoundWith { code, .. }
+            | ApiError::Conflict { code, .. }
+            | ApiError::TooMany { code, .. }
+            | ApiError::BadGateway { code, .. } => code,
             ApiError::Forbidden { .. } => "forbidden",
             ApiError::NotFound => "not_found",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
@@ -114,10 +154,17 @@ impl IntoResponse for ApiError {
                 tracing::warn!(code, message = %message, "request refused: service unavailable");
                 message.clone()
             }
+            ApiError::BadGateway { message, .. } => {
+                tracing::warn!(code, message = %message, "request failed upstream");
+                message.clone()
+            }
             other @ (ApiError::BadRequest { .. }
             | ApiError::Unauthorized { .. }
             | ApiError::Forbidden { .. }
             | ApiError::NotFound
+            | ApiError::NotFoundWith { .. }
+            | ApiError::Conflict { .. }
+            | ApiError::TooMany { .. }
             | ApiError::PayloadTooLarge { .. }
             | ApiError::RateLimited { .. }) => other.to_string(),
         };
@@ -128,6 +175,10 @@ impl IntoResponse for ApiError {
             | ApiError::Unauthorized { .. }
             | ApiError::Forbidden { .. }
             | ApiError::NotFound
+            | ApiError::NotFoundWith { .. }
+            | ApiError::Conflict { .. }
+            | ApiError::TooMany { .. }
+            | ApiError::BadGateway { .. }
             | ApiError::PayloadTooLarge { .. }
             | ApiError::Internal(_) => None,
         };
@@ -136,6 +187,11 @@ impl IntoResponse for ApiError {
             Json(json!({"error": {"code": code, "message": message}})),
         )
             .into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         if let Some(after) = retry_after {
             response.headers_mut().insert(
                 header::RETRY_AFTER,

@@ -3,11 +3,13 @@
 //! Routes (all on `PORT`):
 //! - `GET|POST /whatsapp-call`, alias `/webhook`: Meta's webhooks ([`webhook`]).
 //! - `GET /health`, `GET /ready` ([`health`]), `GET /metrics` ([`metrics`]).
+//! - `/api/...`: the admin API, bearer-token authenticated ([`admin`]).
 //!
 //! Layers, outside in: request id (`x-request-id`, generated when absent, echoed back), a
 //! tracing span per request carrying that id, a body size limit, then on matched routes the
 //! metrics counter, the request timeout (408) and the per-IP rate limit.
 
+pub mod admin;
 pub mod error;
 pub mod health;
 pub mod metrics;
@@ -88,6 +90,10 @@ pub struct Shared {
     pub started: Instant,
     /// Cancelled when shutdown begins (`/ready` turns 503).
     pub shutdown: CancellationToken,
+    /// The admin API's bearer token; the admin API is off without it.
+    pub admin_token: Option<SecretString>,
+    /// The calls service.
+    pub calls: Option<crate::calls::Calls>,
 }
 
 impl AppState {
@@ -122,6 +128,13 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             request_timeout,
         ))
+        .merge(
+            // Authenticated by token, not rate-limited up front (failed tokens are).
+            admin::router().route_layer(TimeoutLayer::with_status_code(
+                StatusCode::REQUEST_TIMEOUT,
+                request_timeout,
+            )),
+        )
         .route_layer(from_fn_with_state(state.clone(), metrics::track))
         .fallback(|| async { ApiError::NotFound })
         .layer(DefaultBodyLimit::max(max_body))

@@ -179,6 +179,25 @@ pub trait Store: Send + Sync + 'static {
         signal: &CallSignalRecord,
     ) -> Result<CallSignalOutcome, StoreError>;
 
+    /// Creates a call we start (outbound, test phone) before WhatsApp has an id for it.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] when the id exists.
+    async fn create_call(&self, call: &NewCall) -> Result<CallRecord, StoreError>;
+
+    /// Records WhatsApp's id for a call we started.
+    async fn attach_wa_call_id(&self, id: &str, wa_call_id: &WaCallId) -> Result<(), StoreError>;
+
+    /// Applies a signal to a call by our id (see [`Store::record_call_signal`]).
+    async fn apply_call_signal(
+        &self,
+        id: &str,
+        update: &CallUpdate,
+    ) -> Result<CallSignalOutcome, StoreError>;
+
+    /// Calls, newest first.
+    async fn list_calls(&self, filter: &CallFilter) -> Result<Vec<CallRecord>, StoreError>;
+
     /// A call by our id.
     async fn call(&self, id: &str) -> Result<Option<CallRecord>, StoreError>;
 

@@ -339,6 +339,55 @@ pub struct CallSignalRecord {
     pub error_code: Option<i64>,
 }
 
+/// A call we start, to store before WhatsApp knows it.
+#[derive(Debug, Clone)]
+pub struct NewCall {
+    /// Our id (UUIDv7).
+    pub id: String,
+    /// Who started it.
+    pub direction: CallDirection,
+    /// Which channel.
+    pub channel: CallChannel,
+    /// The user.
+    pub user: Option<UserId>,
+    /// The business number.
+    pub phone_number_id: Option<PhoneNumberId>,
+    /// Why we call.
+    pub purpose: Option<String>,
+    /// The instance holding its media.
+    pub owner_instance: Option<String>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// A signal to apply to a known call.
+#[derive(Debug, Clone)]
+pub struct CallUpdate {
+    /// What happened.
+    pub signal: CallSignal,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Conversation length, when known.
+    pub duration_secs: Option<i64>,
+    /// An error code, when one was reported.
+    pub error_code: Option<i64>,
+    /// The user, if the row does not have one yet.
+    pub user: Option<UserId>,
+}
+
+/// Which calls to list.
+#[derive(Debug, Clone, Default)]
+pub struct CallFilter {
+    /// Only this user's.
+    pub user: Option<UserId>,
+    /// Only in this state (`offered`, ..., `ended`).
+    pub state: Option<String>,
+    /// Only this direction.
+    pub direction: Option<CallDirection>,
+    /// At most this many (default 50).
+    pub limit: Option<i64>,
+}
+
 /// What applying a signal did.
 #[derive(Debug, Clone)]
 pub struct CallSignalOutcome {

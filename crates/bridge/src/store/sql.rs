@@ -942,66 +942,119 @@ impl Store for SqlStore {
              values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $9, $9) \
              on conflict (wa_call_id) do nothing returning {CALL_COLUMNS}"
         );
-        let select = format!("select {CALL_COLUMNS} from calls where wa_call_id = $1");
+        let initial = CallState::initial(signal.direction, signal.signal);
+        let (answered_at, ended_at) = state_times(initial, signal.at);
+        let created: Option<CallRow> = self
+            .timed("record_call_signal", async {
+                Ok(on_pool!(self, pool => {
+                    sqlx::query_as(&insert)
+                        .bind(uuid::Uuid::now_v7().to_string())
+                        .bind(signal.wa_call_id.as_str())
+                        .bind(signal.user.map(|u| u.0))
+                        .bind(signal.direction.as_str())
+                        .bind(signal.channel.as_str())
+                        .bind(initial.as_str())
+                        .bind(end_reason_of(initial))
+                        .bind(signal.phone_number_id.as_ref().map(PhoneNumberId::as_str))
+                        .bind(signal.at)
+                        .bind(answered_at)
+                        .bind(ended_at)
+                        .bind(signal.duration_secs)
+                        .bind(signal.error_code)
+                        .fetch_optional(pool)
+                        .await
+                })?)
+            })
+            .await?;
+        if let Some(row) = created {
+            return Ok(CallSignalOutcome {
+                call: row.try_into()?,
+                created: true,
+                changed: true,
+            });
+        }
+        let existing = self
+            .call_by_wa_id(&signal.wa_call_id)
+            .await?
+            .ok_or_else(|| StoreError::Conflict("the call vanished while being updated".into()))?;
+        self.apply_call_signal(
+            &existing.id,
+            &CallUpdate {
+                signal: signal.signal,
+                at: signal.at,
+                duration_secs: signal.duration_secs,
+                error_code: signal.error_code,
+                user: signal.user,
+            },
+        )
+        .await
+    }
+
+    async fn create_call(&self, call: &NewCall) -> Result<CallRecord, StoreError> {
+        let sql = format!(
+            "insert into calls (id, user_id, direction, channel, state, purpose, phone_number_id, owner_instance, offered_at, created_at, updated_at) \
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $9) on conflict (id) do nothing returning {CALL_COLUMNS}"
+        );
+        let state = match call.direction {
+            CallDirection::Inbound => CallState::Offered,
+            CallDirection::Outbound => CallState::Dialing,
+        };
+        self.timed("create_call", async {
+            let row: Option<CallRow> = on_pool!(self, pool => {
+                sqlx::query_as(&sql)
+                    .bind(&call.id)
+                    .bind(call.user.map(|u| u.0))
+                    .bind(call.direction.as_str())
+                    .bind(call.channel.as_str())
+                    .bind(state.as_str())
+                    .bind(call.purpose.as_deref())
+                    .bind(call.phone_number_id.as_ref().map(PhoneNumberId::as_str))
+                    .bind(call.owner_instance.as_deref())
+                    .bind(call.at)
+                    .fetch_optional(pool)
+                    .await
+            })?;
+            row.ok_or_else(|| StoreError::Conflict(format!("call {} exists", call.id)))?
+                .try_into()
+        })
+        .await
+    }
+
+    async fn attach_wa_call_id(&self, id: &str, wa_call_id: &WaCallId) -> Result<(), StoreError> {
+        self.timed("attach_wa_call_id", async {
+            let changed = on_pool!(self, pool => {
+                sqlx::query("update calls set wa_call_id = $1 where id = $2 and wa_call_id is null")
+                    .bind(wa_call_id.as_str())
+                    .bind(id)
+                    .execute(pool)
+                    .await
+                    .map(|r| r.rows_affected())
+            })?;
+            if changed == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn apply_call_signal(
+        &self,
+        id: &str,
+        update: &CallUpdate,
+    ) -> Result<CallSignalOutcome, StoreError> {
         let apply = format!(
             "update calls set state = $1, end_reason = $2, answered_at = coalesce(answered_at, $3), \
              ended_at = coalesce(ended_at, $4), duration_secs = coalesce($5, duration_secs), \
              error_code = coalesce($6, error_code), user_id = coalesce(user_id, $7), updated_at = $8 \
              where id = $9 and state = $10 returning {CALL_COLUMNS}"
         );
-        let at = signal.at;
-        let times = |state: CallState| {
-            let answered = matches!(state, CallState::Answered).then_some(at);
-            let ended = state.is_ended().then_some(at);
-            (answered, ended)
-        };
-        let end_reason = |state: CallState| match state {
-            CallState::Ended(reason) => Some(reason.as_str()),
-            CallState::Offered | CallState::Dialing | CallState::Ringing | CallState::Answered => {
-                None
-            }
-        };
-
-        self.timed("record_call_signal", async {
-            let initial = CallState::initial(signal.direction, signal.signal);
-            let (answered_at, ended_at) = times(initial);
-            let call_id = uuid::Uuid::now_v7().to_string();
-            let created: Option<CallRow> = on_pool!(self, pool => {
-                sqlx::query_as(&insert)
-                    .bind(&call_id)
-                    .bind(signal.wa_call_id.as_str())
-                    .bind(signal.user.map(|u| u.0))
-                    .bind(signal.direction.as_str())
-                    .bind(signal.channel.as_str())
-                    .bind(initial.as_str())
-                    .bind(end_reason(initial))
-                    .bind(signal.phone_number_id.as_ref().map(PhoneNumberId::as_str))
-                    .bind(at)
-                    .bind(answered_at)
-                    .bind(ended_at)
-                    .bind(signal.duration_secs)
-                    .bind(signal.error_code)
-                    .fetch_optional(pool)
-                    .await
-            })?;
-            if let Some(row) = created {
-                return Ok(CallSignalOutcome {
-                    call: row.try_into()?,
-                    created: true,
-                    changed: true,
-                });
-            }
-            // The call exists: move it forward if the signal says so and nobody else moved it
-            // since we read it.
+        self.timed("apply_call_signal", async {
+            // Move the call forward if the signal says so and nobody else moved it since we
+            // read it (compare-and-set on the state).
             for _ in 0..3 {
-                let row: CallRow = on_read_pool!(self, pool => {
-                    sqlx::query_as(&select)
-                        .bind(signal.wa_call_id.as_str())
-                        .fetch_one(pool)
-                        .await
-                })?;
-                let current = CallRecord::try_from(row)?;
-                let next = match current.state.apply(signal.signal) {
+                let current = self.call(id).await?.ok_or(StoreError::NotFound)?;
+                let next = match current.state.apply(update.signal) {
                     Transition::To(next) => next,
                     Transition::Stale => {
                         return Ok(CallSignalOutcome {
@@ -1011,17 +1064,17 @@ impl Store for SqlStore {
                         })
                     }
                 };
-                let (answered_at, ended_at) = times(next);
+                let (answered_at, ended_at) = state_times(next, update.at);
                 let updated: Option<CallRow> = on_pool!(self, pool => {
                     sqlx::query_as(&apply)
                         .bind(next.as_str())
-                        .bind(end_reason(next))
+                        .bind(end_reason_of(next))
                         .bind(answered_at)
                         .bind(ended_at)
-                        .bind(signal.duration_secs)
-                        .bind(signal.error_code)
-                        .bind(signal.user.map(|u| u.0))
-                        .bind(at)
+                        .bind(update.duration_secs)
+                        .bind(update.error_code)
+                        .bind(update.user.map(|u| u.0))
+                        .bind(update.at)
                         .bind(&current.id)
                         .bind(current.state.as_str())
                         .fetch_optional(pool)
@@ -1036,9 +1089,29 @@ impl Store for SqlStore {
                 }
             }
             Err(StoreError::Conflict(format!(
-                "call {} kept changing while applying {:?}",
-                signal.wa_call_id, signal.signal
+                "call {id} kept changing while applying {:?}",
+                update.signal
             )))
+        })
+        .await
+    }
+
+    async fn list_calls(&self, filter: &CallFilter) -> Result<Vec<CallRecord>, StoreError> {
+        let sql = format!(
+            "select {CALL_COLUMNS} from calls where ($1 is null or user_id = $1) and ($2 is null or state = $2) \
+             and ($3 is null or direction = $3) order by created_at desc, id desc limit $4"
+        );
+        self.timed("list_calls", async {
+            let rows: Vec<CallRow> = on_read_pool!(self, pool => {
+                sqlx::query_as(&sql)
+                    .bind(filter.user.map(|u| u.0))
+                    .bind(filter.state.as_deref())
+                    .bind(filter.direction.map(CallDirection::as_str))
+                    .bind(filter.limit.unwrap_or(50).clamp(1, 1000))
+                    .fetch_all(pool)
+                    .await
+            })?;
+            rows.into_iter().map(CallRecord::try_from).collect()
         })
         .await
     }
@@ -1532,6 +1605,25 @@ impl Store for SqlStore {
             Ok(deleted > 0)
         })
         .await
+    }
+}
+
+/// The answered/ended times a call gets on entering `state` at `at`.
+fn state_times(
+    state: CallState,
+    at: DateTime<Utc>,
+) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
+    (
+        matches!(state, CallState::Answered).then_some(at),
+        state.is_ended().then_some(at),
+    )
+}
+
+/// The stored end reason of a state, if it is `ended`.
+fn end_reason_of(state: CallState) -> Option<&'static str> {
+    match state {
+        CallState::Ended(reason) => Some(reason.as_str()),
+        CallState::Offered | CallState::Dialing | CallState::Ringing | CallState::Answered => None,
     }
 }
 

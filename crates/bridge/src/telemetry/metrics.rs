@@ -62,6 +62,23 @@ pub struct Metrics {
     pub graph_requests: IntCounterVec,
     /// `whatsapp_bridge_graph_request_duration_seconds{action}` (retries included).
     pub graph_request_duration: HistogramVec,
+    /// `whatsapp_bridge_calls_total{direction,channel,outcome}`: calls that ended.
+    pub calls: IntCounterVec,
+    /// `whatsapp_bridge_call_duration_seconds{direction}`: answered → ended.
+    pub call_duration: HistogramVec,
+    /// `whatsapp_bridge_call_setup_seconds{stage}`: connect webhook → `pre_accept` sent,
+    /// → first caller audio.
+    pub call_setup: HistogramVec,
+    /// `whatsapp_bridge_media_packets_total{direction}`: audio packets in from users, out to them.
+    pub media_packets: IntCounterVec,
+    /// `whatsapp_bridge_media_bytes_total{direction}`: audio payload bytes.
+    pub media_bytes: IntCounterVec,
+    /// `whatsapp_bridge_call_packet_loss_ratio`: per RTCP report, fraction lost.
+    pub call_packet_loss: Histogram,
+    /// `whatsapp_bridge_call_jitter_seconds`: per RTCP report, interarrival jitter.
+    pub call_jitter: Histogram,
+    /// `whatsapp_bridge_call_dtmf_total`: key presses.
+    pub call_dtmf: prometheus::IntCounter,
 }
 
 impl Metrics {
@@ -168,6 +185,52 @@ impl Metrics {
                 "Graph API call action duration, retries included, by action.",
                 &["action"],
             )?,
+            calls: counter(
+                "whatsapp_bridge_calls_total",
+                "Calls that ended, by direction (inbound, outbound), channel (whatsapp) and outcome (the end reason: completed, not_answered, rejected, failed, hung_up, refused, timed_out).",
+                &["direction", "channel", "outcome"],
+            )?,
+            call_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "whatsapp_bridge_call_duration_seconds",
+                    "Answered call length, by direction.",
+                )
+                .buckets(vec![5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0]),
+                &["direction"],
+            )?,
+            call_setup: histogram(
+                "whatsapp_bridge_call_setup_seconds",
+                "Inbound call setup, from the connect webhook to: pre_accept sent (stage=pre_accept), accept done (stage=accept), the caller's first audio (stage=first_media).",
+                &["stage"],
+            )?,
+            media_packets: counter(
+                "whatsapp_bridge_media_packets_total",
+                "Audio packets received from users (direction=in) and sent to them (direction=out).",
+                &["direction"],
+            )?,
+            media_bytes: counter(
+                "whatsapp_bridge_media_bytes_total",
+                "Audio payload bytes received from users (direction=in) and sent to them (direction=out).",
+                &["direction"],
+            )?,
+            call_packet_loss: Histogram::with_opts(
+                HistogramOpts::new(
+                    "whatsapp_bridge_call_packet_loss_ratio",
+                    "Fraction of the user's audio packets lost, per RTCP receiver report (every 5 s per call).",
+                )
+                .buckets(vec![0.0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]),
+            )?,
+            call_jitter: Histogram::with_opts(
+                HistogramOpts::new(
+                    "whatsapp_bridge_call_jitter_seconds",
+                    "Interarrival jitter of the user's audio, per RTCP receiver report.",
+                )
+                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32]),
+            )?,
+            call_dtmf: prometheus::IntCounter::new(
+                "whatsapp_bridge_call_dtmf_total",
+                "DTMF key presses received on calls.",
+            )?,
             registry,
             names: Vec::new(),
         };
@@ -195,6 +258,10 @@ impl Metrics {
         for reason in ["missing", "malformed", "mismatch"] {
             metrics.signature_failures.with_label_values(&[reason]);
         }
+        for direction in ["in", "out"] {
+            metrics.media_packets.with_label_values(&[direction]);
+            metrics.media_bytes.with_label_values(&[direction]);
+        }
         Ok(metrics)
     }
 
@@ -218,6 +285,14 @@ impl Metrics {
             Box::new(self.webhook_ingest_duration.clone()),
             Box::new(self.graph_requests.clone()),
             Box::new(self.graph_request_duration.clone()),
+            Box::new(self.calls.clone()),
+            Box::new(self.call_duration.clone()),
+            Box::new(self.call_setup.clone()),
+            Box::new(self.media_packets.clone()),
+            Box::new(self.media_bytes.clone()),
+            Box::new(self.call_packet_loss.clone()),
+            Box::new(self.call_jitter.clone()),
+            Box::new(self.call_dtmf.clone()),
             #[cfg(target_os = "linux")]
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];

@@ -8,7 +8,7 @@ use whatsapp_bridge::domain::{PhoneNumberId, WaCallId, WaId};
 use whatsapp_bridge::telemetry::Metrics;
 use whatsapp_bridge::whatsapp::client::{GraphClient, GraphError};
 
-use crate::fake_graph::{FakeGraph, Reply};
+use fakes::graph::{FakeGraph, Reply};
 
 fn client(url: &str) -> GraphClient {
     GraphClient::new(

@@ -140,6 +140,9 @@ pub fn config_with(db: &TestDb, overrides: &[(&str, &str)]) -> Config {
         ("WHATSAPP_PHONE_NUMBER_ID", PHONE_NUMBER_ID),
         ("WHATSAPP_GRAPH_URL", "http://127.0.0.1:9"),
         ("INSTANCE_ID", "test-instance"),
+        ("RTC_UDP_PORT", "0"),
+        ("RTC_BIND_ADDRESS", "127.0.0.1"),
+        ("STUN_SERVER", "none"),
         ("SHUTDOWN_TIMEOUT_SECS", "10"),
         ("DATABASE_MAX_CONNECTIONS", "5"),
     ]
@@ -166,6 +169,10 @@ pub struct Options {
 /// A running app.
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// Where call media goes (the host candidate).
+    pub media_addr: SocketAddr,
+    /// The fake Graph API the app talks to.
+    pub graph: fakes::graph::FakeGraph,
     pub client: reqwest::Client,
     pub store: Arc<dyn Store>,
     pub metrics: Metrics,
@@ -180,7 +187,9 @@ pub async fn spawn_app(db: &TestDb) -> TestApp {
 
 pub async fn spawn_app_with(db: &TestDb, options: Options) -> TestApp {
     init_test_logging();
-    let overrides: Vec<(&str, &str)> = options.env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let graph = fakes::graph::FakeGraph::start().await;
+    let mut overrides: Vec<(&str, &str)> = vec![("WHATSAPP_GRAPH_URL", graph.url.as_str())];
+    overrides.extend(options.env.iter().map(|(k, v)| (*k, v.as_str())));
     let config = config_with(db, &overrides);
     let mut builder = App::builder(config);
     if let Some(clock) = options.clock {
@@ -197,12 +206,15 @@ pub async fn spawn_app_with(db: &TestDb, options: Options) -> TestApp {
     }
     let app = builder.build().await.expect("app builds");
     let addr = app.http_addr();
+    let media_addr = app.media_addr();
     let store = app.store();
     let metrics = app.metrics();
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(app.run_until_stopped(shutdown.clone().cancelled_owned()));
     TestApp {
         addr,
+        media_addr,
+        graph,
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
@@ -255,6 +267,28 @@ impl TestApp {
     /// counts. Polls the store; fails after 20 s.
     pub async fn processed(&self) -> EventCounts {
         wait_until_processed(self.store.as_ref()).await
+    }
+
+    /// Waits until the call WhatsApp knows as `wa_call_id` satisfies `done` (calls move on
+    /// in their own tasks, after their webhooks are processed). Fails after 20 s.
+    pub async fn call_when(
+        &self,
+        wa_call_id: &str,
+        done: impl Fn(&whatsapp_bridge::store::CallRecord) -> bool,
+    ) -> whatsapp_bridge::store::CallRecord {
+        let wa = whatsapp_bridge::domain::WaCallId::parse(wa_call_id).expect("id");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let call = self.store.call_by_wa_id(&wa).await.expect("query");
+            if let Some(call) = call.filter(|c| done(c)) {
+                return call;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "call {wa_call_id} did not get there in 20 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Stops the app as SIGTERM would and waits for it.

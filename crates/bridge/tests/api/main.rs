@@ -1,7 +1,7 @@
 //! The integration tests: one binary, each module a part of the service seen from outside.
 //! Every test starts the real app on port 0 with its own database and talks HTTP to it.
 
-mod fake_graph;
+mod calls;
 mod graph_client;
 mod helpers;
 mod operations;

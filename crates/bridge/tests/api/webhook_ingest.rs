@@ -139,8 +139,8 @@ async fn every_fixture_is_accepted_stored_once_and_routed() {
         Some(1_764_787_200)
     );
 
-    // Calls: the inbound call was offered then completed; the outbound one answered; the
-    // rejected and failed ones ended with their reasons.
+    // Calls: the outbound one answered; the rejected and failed ones ended with their reasons
+    // (recorded as they came: no call task holds them).
     let by_wa_id = |id: &str| {
         export
             .calls
@@ -150,10 +150,42 @@ async fn every_fixture_is_accepted_stored_once_and_routed() {
             .call
             .clone()
     };
-    let inbound = by_wa_id("wacid.HBgLMTY1MDU1NTEyMzQVAgARGCAzRkM1RTQ0");
-    assert_eq!(inbound.state.as_str(), "ended");
-    assert_eq!(inbound.end_reason.as_deref(), Some("not_answered"));
+    // The inbound call was answered (pre_accept, accept) and ended by the caller.
+    let inbound = app
+        .call_when("wacid.HBgLMTY1MDU1NTEyMzQVAgARGCAzRkM1RTQ0", |c| {
+            c.state.is_ended()
+        })
+        .await;
+    assert_eq!(inbound.end_reason.as_deref(), Some("completed"));
     assert_eq!(inbound.duration_secs, Some(118));
+    assert!(inbound.answered_at.is_some());
+    // The call whose offer is Meta's placeholder text was rejected, not left ringing.
+    let placeholder = app
+        .call_when("wacid.PLACEHOLDER", |c| c.state.is_ended())
+        .await;
+    assert_eq!(placeholder.end_reason.as_deref(), Some("refused"));
+    let graph_actions: Vec<(String, String)> = app
+        .graph
+        .requests()
+        .into_iter()
+        .map(|r| {
+            (
+                r.action,
+                r.body["call_id"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        graph_actions.contains(&("reject".to_owned(), "wacid.PLACEHOLDER".to_owned())),
+        "{graph_actions:?}"
+    );
+    assert!(
+        graph_actions.contains(&(
+            "accept".to_owned(),
+            "wacid.HBgLMTY1MDU1NTEyMzQVAgARGCAzRkM1RTQ0".to_owned()
+        )),
+        "{graph_actions:?}"
+    );
     let outbound = by_wa_id("wacid.OUTBOUND1");
     assert_eq!(outbound.state.as_str(), "answered");
     assert_eq!(outbound.direction.as_str(), "outbound");
@@ -257,10 +289,19 @@ async fn call_webhooks_out_of_order_never_move_a_call_backwards() {
     )
     .await;
     assert_eq!(connect_event.state, "ignored");
-    assert!(connect_event
-        .last_error
-        .unwrap_or_default()
-        .contains("stale"));
+    assert!(
+        connect_event
+            .last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("already ended"),
+        "{:?}",
+        connect_event.last_error
+    );
+    assert!(
+        !app.graph.actions().iter().any(|a| a == "pre_accept"),
+        "a call that already ended is not answered"
+    );
 
     // Outbound: ACCEPTED before RINGING; RINGING must not move it back.
     let statuses: Value = serde_json::from_str(&fixture("call_statuses")).expect("json");

@@ -10,15 +10,12 @@ use std::time::{Duration, Instant};
 
 use call_core::{AgentKind, CallEvent, CallHandle, Engine, EngineConfig, Output};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
-use str0m::format::{Codec, FormatParams};
-use str0m::media::{Direction, Frequency, MediaKind, Mid, Pt};
+use str0m::media::{Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{RtpWrite, SeqNo};
-use str0m::{Candidate, Event, Input, Output as RtcOutput, Rtc, RtcConfig};
+use str0m::{Candidate, Event, Input, Output as RtcOutput, Rtc};
 
-/// WhatsApp's Opus format line, from a real call (platform-apis.md A1.11).
-pub const WHATSAPP_FMTP: &str =
-    "a=fmtp:111 maxaveragebitrate=20000;maxplaybackrate=16000;minptime=20;sprop-maxcapturerate=16000;useinbandfec=1";
+pub use fakes::whatsapp_peer::WHATSAPP_FMTP;
 
 pub const ENGINE_ADDR: &str = "10.0.0.1:40000";
 pub const LATENCY: Duration = Duration::from_millis(5);
@@ -44,32 +41,7 @@ pub struct Peer {
 impl Peer {
     /// A WhatsApp-like media server: ice-lite, Opus 111 and telephone-event 126.
     pub fn whatsapp(addr: &str, now: Instant) -> Self {
-        let mut config = RtcConfig::new()
-            .set_ice_lite(true)
-            .clear_codecs()
-            .set_rtp_mode(true);
-        let codecs = config.codec_config();
-        codecs.add_config(
-            Pt::new_with_value(111),
-            None,
-            Codec::Opus,
-            Frequency::FORTY_EIGHT_KHZ,
-            Some(2),
-            FormatParams {
-                min_p_time: Some(20),
-                use_inband_fec: Some(true),
-                ..FormatParams::default()
-            },
-        );
-        codecs.add_config(
-            Pt::new_with_value(126),
-            None,
-            Codec::Tele,
-            Frequency::EIGHT_KHZ,
-            None,
-            FormatParams::default(),
-        );
-        let mut rtc = config.build(now);
+        let mut rtc = fakes::whatsapp_peer::whatsapp_rtc(now);
         let addr: SocketAddr = addr.parse().expect("addr");
         rtc.add_local_candidate(Candidate::host(addr, "udp").expect("candidate"));
         Self {
@@ -90,24 +62,10 @@ impl Peer {
 
     /// The offer WhatsApp sends in a `connect` webhook: ice-lite, `actpass`, WhatsApp's fmtp.
     pub fn offer(&mut self) -> String {
-        let mut change = self.rtc.sdp_api();
-        let mid = change.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
-        let (offer, pending) = change.apply().expect("offer");
+        let (mid, pending, text) = fakes::whatsapp_peer::offer(&mut self.rtc);
         self.mid = Some(mid);
         self.pending = Some(pending);
-        offer
-            .to_sdp_string()
-            .lines()
-            .map(|l| {
-                if l.starts_with("a=fmtp:111 ") {
-                    WHATSAPP_FMTP.to_owned()
-                } else {
-                    l.to_owned()
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("\r\n")
-            + "\r\n"
+        text
     }
 
     pub fn accept_answer(&mut self, answer: &str) {

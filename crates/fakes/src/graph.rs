@@ -1,4 +1,4 @@
-//! A fake Graph API: a real HTTP server on port 0 that records what the bridge asks of
+//! A fake Graph API: a real HTTP server on 127.0.0.1, port 0, that records what the bridge asks of
 //! `/{version}/{phone-number-id}/calls` and answers as scripted (Meta's shapes by default).
 
 use std::collections::{HashMap, VecDeque};

@@ -1,0 +1,523 @@
+//! Calls: WhatsApp's signalling, the Graph API and the media engine, put together.
+//!
+//! ```text
+//! router ──CallEvents (connect / terminate / status)──▶ Calls ──spawns──▶ one task per call
+//! admin API ──place_call / hang_up──────────────────────▶  │                  │ owns the call
+//! media task ──MediaEvent (connected, DTMF, ended)──▶ event pump ──────────────┘
+//! ```
+//!
+//! Every live call has one task that owns it and does its slow work (Graph requests, waiting
+//! for the callee); everything else reaches the task through its channel, found in the
+//! registry by WhatsApp's call id, our call id or the engine's handle. The router's lanes are
+//! never held up by a call.
+//!
+//! **Inbound:** `connect` (offer) → over `MAX_CONCURRENT_CALLS`? `reject` → engine answers
+//! (a broken offer: `reject`) → `pre_accept` → `accept` → the agent starts. Any failure
+//! before media ends in `reject`, so the caller is never left ringing.
+//!
+//! **Outbound:** engine offer → Graph `connect` (with our call id as
+//! `biz_opaque_callback_data`) → `RINGING` → `connect` webhook with the answer → media → the
+//! agent starts (it never talks into a ringing phone).
+//!
+//! Every state change is written to the store through [`call_core::CallState`], whichever
+//! side (webhook, media, API) caused it.
+
+mod task;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use call_core::{AgentKind, CallDirection, CallHandle, CallSignal, EndReason};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::clock::Clock;
+use crate::domain::{
+    CallChannel, CallConnect, CallStatusUpdate, CallTerminate, Contact, InboundEvent,
+    SessionDescription, TerminateStatus, WaCallId, WaId,
+};
+use crate::events::handlers::{CallEvents, Handled, HandlerError, RecordCalls};
+use crate::media::{Media, MediaError, MediaEvent};
+use crate::store::{CallRecord, CallSignalRecord, CallUpdate, Store, StoreError};
+use crate::telemetry::{masked, Metrics};
+use crate::whatsapp::client::{GraphClient, GraphError};
+
+pub use task::CallMsg;
+
+/// How calls are taken and placed.
+#[derive(Debug, Clone)]
+pub struct CallSettings {
+    /// What answers the audio.
+    pub agent: AgentKind,
+    /// Calls held at once; more are refused.
+    pub max_concurrent_calls: usize,
+    /// This instance (recorded as the owner of its calls' media).
+    pub instance_id: String,
+}
+
+/// Why a call could not be placed.
+#[derive(Debug, thiserror::Error)]
+pub enum PlaceCallError {
+    /// `MAX_CONCURRENT_CALLS` calls are in progress.
+    #[error("{0} calls are in progress, the most this service holds (MAX_CONCURRENT_CALLS)")]
+    AtCapacity(usize),
+    /// No Graph credentials: we cannot place calls.
+    #[error("WhatsApp is not configured: set WHATSAPP_ACCESS_TOKEN and WHATSAPP_PHONE_NUMBER_ID")]
+    NotConfigured,
+    /// WhatsApp refused or failed.
+    #[error(transparent)]
+    Graph(#[from] GraphError),
+    /// The media engine failed or is stopping.
+    #[error(transparent)]
+    Media(#[from] MediaError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why a call could not be hung up.
+#[derive(Debug, thiserror::Error)]
+pub enum HangUpError {
+    /// No such call.
+    #[error("no such call")]
+    NotFound,
+    /// The call is over already.
+    #[error("the call has ended")]
+    Ended,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a call task needs. Shared by all of them.
+pub(crate) struct Shared {
+    pub(crate) media: Media,
+    pub(crate) graph: Option<GraphClient>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) metrics: Metrics,
+    pub(crate) settings: CallSettings,
+    registry: Mutex<Registry>,
+}
+
+/// Live calls. A std mutex: every use is a map lookup or insert, never held across an await.
+#[derive(Default)]
+struct Registry {
+    by_id: HashMap<String, mpsc::UnboundedSender<CallMsg>>,
+    by_wa: HashMap<WaCallId, String>,
+    by_handle: HashMap<CallHandle, String>,
+}
+
+impl Shared {
+    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.registry
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The task of a call, found by any of its ids.
+    fn task_for(
+        &self,
+        id: Option<&str>,
+        wa: Option<&WaCallId>,
+    ) -> Option<mpsc::UnboundedSender<CallMsg>> {
+        let registry = self.registry();
+        let id = id
+            .map(str::to_owned)
+            .or_else(|| wa.and_then(|w| registry.by_wa.get(w).cloned()))?;
+        registry.by_id.get(&id).cloned()
+    }
+
+    pub(crate) fn attach_handle(&self, id: &str, handle: CallHandle) {
+        self.registry().by_handle.insert(handle, id.to_owned());
+    }
+
+    pub(crate) fn attach_wa(&self, id: &str, wa: &WaCallId) {
+        self.registry().by_wa.insert(wa.clone(), id.to_owned());
+    }
+
+    pub(crate) fn forget(&self, id: &str) {
+        let mut registry = self.registry();
+        registry.by_id.remove(id);
+        registry.by_wa.retain(|_, v| v != id);
+        registry.by_handle.retain(|_, v| v != id);
+    }
+
+    /// Registers a new call's task if there is room.
+    fn admit(&self, id: &str, tx: mpsc::UnboundedSender<CallMsg>) -> Result<(), usize> {
+        let mut registry = self.registry();
+        if registry.by_id.len() >= self.settings.max_concurrent_calls {
+            return Err(registry.by_id.len());
+        }
+        registry.by_id.insert(id.to_owned(), tx);
+        Ok(())
+    }
+
+    /// Records a signal on a call by our id; failures are logged (the call goes on).
+    pub(crate) async fn record(
+        &self,
+        id: &str,
+        signal: CallSignal,
+        duration_secs: Option<i64>,
+        error_code: Option<i64>,
+    ) {
+        let update = CallUpdate {
+            signal,
+            at: self.clock.now(),
+            duration_secs,
+            error_code,
+            user: None,
+        };
+        match self.store.apply_call_signal(id, &update).await {
+            Ok(outcome) if outcome.changed => {
+                tracing::debug!(call_id = id, state = %outcome.call.state, "call state recorded");
+            }
+            Ok(_) => {}
+            Err(err) => tracing::error!(call_id = id, error = %err, "could not record call state"),
+        }
+    }
+
+    /// Counts an ended call.
+    pub(crate) fn count_end(
+        &self,
+        direction: CallDirection,
+        reason: EndReason,
+        answered_at: Option<Instant>,
+    ) {
+        self.metrics
+            .calls
+            .with_label_values(&[
+                direction.as_str(),
+                CallChannel::WhatsApp.as_str(),
+                reason.as_str(),
+            ])
+            .inc();
+        if let Some(answered) = answered_at {
+            self.metrics
+                .call_duration
+                .with_label_values(&[direction.as_str()])
+                .observe(answered.elapsed().as_secs_f64());
+        }
+    }
+}
+
+/// The calls service. Cheap to clone.
+#[derive(Clone)]
+pub struct Calls {
+    shared: Arc<Shared>,
+    /// Records signals for calls this instance does not hold (another instance's, or ones
+    /// that ended before we saw them).
+    recorder: Arc<RecordCalls>,
+}
+
+impl Calls {
+    /// The service, and the task that routes media events to calls.
+    pub fn new(
+        media: Media,
+        events: mpsc::UnboundedReceiver<MediaEvent>,
+        graph: Option<GraphClient>,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        metrics: Metrics,
+        settings: CallSettings,
+    ) -> (Self, JoinHandle<()>) {
+        let shared = Arc::new(Shared {
+            media,
+            graph,
+            store: store.clone(),
+            clock: clock.clone(),
+            metrics,
+            settings,
+            registry: Mutex::new(Registry::default()),
+        });
+        // The pump holds the calls weakly: the media handle inside must go when the service
+        // does, or the media task (and with it the pump) would never stop.
+        let pump = tokio::spawn(pump_media_events(Arc::downgrade(&shared), events));
+        let recorder = Arc::new(RecordCalls { store, clock });
+        (Self { shared, recorder }, pump)
+    }
+
+    /// Calls this instance holds.
+    pub fn active(&self) -> usize {
+        self.shared.registry().by_id.len()
+    }
+
+    /// Places a call to `to` (business-initiated). Returns once WhatsApp accepted the request
+    /// (the phone rings); the call continues in its own task.
+    ///
+    /// # Errors
+    /// See [`PlaceCallError`]; nothing rings then, and the call row records why.
+    pub async fn place_call(
+        &self,
+        to: &WaId,
+        purpose: Option<String>,
+    ) -> Result<CallRecord, PlaceCallError> {
+        let shared = &self.shared;
+        let graph = shared.graph.clone().ok_or(PlaceCallError::NotConfigured)?;
+        let now = shared.clock.now();
+        let user = shared
+            .store
+            .upsert_contact(
+                &Contact {
+                    wa_id: Some(to.clone()),
+                    ..Contact::default()
+                },
+                now,
+            )
+            .await?;
+        let id = uuid::Uuid::now_v7().to_string();
+        let (tx, rx) = mpsc::unbounded_channel();
+        shared.admit(&id, tx).map_err(PlaceCallError::AtCapacity)?;
+        let result =
+            task::start_outbound(shared.clone(), graph, &id, to, user.id, purpose, now, rx).await;
+        if result.is_err() {
+            shared.forget(&id);
+        }
+        result
+    }
+
+    /// Hangs up a call this instance holds.
+    ///
+    /// # Errors
+    /// [`HangUpError::NotFound`] for an unknown id, [`HangUpError::Ended`] for a call that is
+    /// over.
+    pub async fn hang_up(&self, id: &str) -> Result<(), HangUpError> {
+        if let Some(task) = self.shared.task_for(Some(id), None) {
+            let (reply, done) = oneshot::channel();
+            if task.send(CallMsg::HangUp { reply }).is_ok() {
+                let _ = done.await;
+                return Ok(());
+            }
+        }
+        match self.shared.store.call(id).await? {
+            None => Err(HangUpError::NotFound),
+            Some(call) if call.state.is_ended() => Err(HangUpError::Ended),
+            // Held by another instance (or lost with a crash): end the record and tell WhatsApp.
+            Some(call) => {
+                if let (Some(graph), Some(wa)) = (
+                    &self.shared.graph,
+                    call.wa_call_id
+                        .as_deref()
+                        .and_then(|w| WaCallId::parse(w).ok()),
+                ) {
+                    let _ = graph.terminate(&wa).await;
+                }
+                self.shared
+                    .record(id, CallSignal::Ended(EndReason::HungUp), None, None)
+                    .await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Hangs up every call this instance holds (shutdown), and waits for them to finish.
+    pub async fn hang_up_all(&self) {
+        let ids: Vec<String> = self.shared.registry().by_id.keys().cloned().collect();
+        let hangups = ids.iter().map(|id| self.hang_up(id));
+        futures::future::join_all(hangups).await;
+    }
+
+    fn send_to(&self, id: Option<&str>, wa: &WaCallId, msg: CallMsg) -> bool {
+        self.shared
+            .task_for(id, Some(wa))
+            .is_some_and(|task| task.send(msg).is_ok())
+    }
+
+    async fn refuse(&self, wa: &WaCallId, why: &str) {
+        tracing::warn!(wa_call_id = %wa, why, "refusing an inbound call");
+        if let Some(graph) = &self.shared.graph {
+            if let Err(err) = graph.reject(wa).await {
+                tracing::warn!(wa_call_id = %wa, error = %err, "could not reject the call");
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl CallEvents for Calls {
+    async fn connect(
+        &self,
+        event: &InboundEvent,
+        connect: &CallConnect,
+    ) -> Result<Handled, HandlerError> {
+        let received = Instant::now();
+        match (&connect.session, connect.direction) {
+            // The callee answered our outbound call.
+            (Some(SessionDescription::Answer(answer)), _) => {
+                let sent = self.send_to(
+                    connect.biz_opaque_callback_data.as_deref(),
+                    &connect.call_id,
+                    CallMsg::Answer(answer.0.clone()),
+                );
+                if sent {
+                    Ok(Handled::Done)
+                } else {
+                    self.recorder.connect(event, connect).await
+                }
+            }
+            (Some(SessionDescription::Offer(offer)), CallDirection::Inbound) => {
+                // Record the call as offered first (redeliveries find it and stop here).
+                let outcome = self
+                    .shared
+                    .store
+                    .record_call_signal(&CallSignalRecord {
+                        wa_call_id: connect.call_id.clone(),
+                        direction: CallDirection::Inbound,
+                        channel: CallChannel::WhatsApp,
+                        user: match &event.contact {
+                            Some(contact) if contact.is_identified() => Some(
+                                self.shared
+                                    .store
+                                    .upsert_contact(contact, self.shared.clock.now())
+                                    .await?
+                                    .id,
+                            ),
+                            Some(_) | None => None,
+                        },
+                        phone_number_id: event.business.phone_number_id.clone(),
+                        signal: CallSignal::Offer,
+                        at: self.shared.clock.now(),
+                        duration_secs: None,
+                        error_code: None,
+                    })
+                    .await?;
+                if !outcome.created {
+                    return Ok(Handled::Ignored(format!(
+                        "the call is already {}",
+                        outcome.call.state
+                    )));
+                }
+                let id = outcome.call.id.clone();
+                if self.shared.graph.is_none() {
+                    self.shared
+                        .record(&id, CallSignal::Ended(EndReason::RefusedByUs), None, None)
+                        .await;
+                    return Ok(Handled::Ignored(
+                        "cannot answer calls: WhatsApp credentials are not configured".to_owned(),
+                    ));
+                }
+                let (tx, rx) = mpsc::unbounded_channel();
+                if let Err(active) = self.shared.admit(&id, tx) {
+                    self.refuse(
+                        &connect.call_id,
+                        &format!("{active} calls in progress (MAX_CONCURRENT_CALLS)"),
+                    )
+                    .await;
+                    self.shared
+                        .record(&id, CallSignal::Ended(EndReason::RefusedByUs), None, None)
+                        .await;
+                    self.shared
+                        .count_end(CallDirection::Inbound, EndReason::RefusedByUs, None);
+                    return Ok(Handled::Done);
+                }
+                self.shared.attach_wa(&id, &connect.call_id);
+                tracing::info!(
+                    call_id = %id,
+                    wa_call_id = %connect.call_id,
+                    from = %masked(connect.from.as_ref()),
+                    "inbound call"
+                );
+                tokio::spawn(task::run_inbound(
+                    self.shared.clone(),
+                    id,
+                    connect.call_id.clone(),
+                    offer.0.clone(),
+                    received,
+                    rx,
+                ));
+                Ok(Handled::Done)
+            }
+            (Some(SessionDescription::Offer(_)), CallDirection::Outbound) | (None, _) => {
+                self.recorder.connect(event, connect).await
+            }
+        }
+    }
+
+    async fn terminate(
+        &self,
+        event: &InboundEvent,
+        terminate: &CallTerminate,
+    ) -> Result<Handled, HandlerError> {
+        let reason = match terminate.status {
+            TerminateStatus::Completed => EndReason::Completed,
+            TerminateStatus::Rejected => EndReason::Rejected,
+            TerminateStatus::Failed | TerminateStatus::Other(_) => EndReason::Failed,
+        };
+        let msg = CallMsg::Terminated {
+            reason,
+            duration_secs: terminate.duration_secs,
+            error_code: terminate.errors.iter().find_map(|e| e.code),
+        };
+        if self.send_to(
+            terminate
+                .biz_opaque_callback_data
+                .as_deref()
+                .filter(|d| is_call_id(d)),
+            &terminate.call_id,
+            msg,
+        ) {
+            return Ok(Handled::Done);
+        }
+        self.recorder.terminate(event, terminate).await
+    }
+
+    async fn status(
+        &self,
+        event: &InboundEvent,
+        status: &CallStatusUpdate,
+    ) -> Result<Handled, HandlerError> {
+        let msg = CallMsg::Status(status.status.clone());
+        if self.send_to(
+            status
+                .biz_opaque_callback_data
+                .as_deref()
+                .filter(|d| is_call_id(d)),
+            &status.call_id,
+            msg,
+        ) {
+            return Ok(Handled::Done);
+        }
+        self.recorder.status(event, status).await
+    }
+}
+
+/// Whether a callback string is one of our call ids (a UUID), not something else a webhook
+/// carries there.
+fn is_call_id(value: &str) -> bool {
+    uuid::Uuid::parse_str(value).is_ok()
+}
+
+/// Routes the media engine's events to the calls they are about.
+async fn pump_media_events(
+    shared: std::sync::Weak<Shared>,
+    mut events: mpsc::UnboundedReceiver<MediaEvent>,
+) {
+    while let Some(MediaEvent { call, event }) = events.recv().await {
+        let Some(shared) = shared.upgrade() else {
+            break;
+        };
+        if matches!(event, call_core::CallEvent::Dtmf(_)) {
+            shared.metrics.call_dtmf.inc();
+        }
+        let task = {
+            let registry = shared.registry();
+            registry
+                .by_handle
+                .get(&call)
+                .and_then(|id| registry.by_id.get(id))
+                .cloned()
+        };
+        match task {
+            Some(task) => {
+                let _ = task.send(CallMsg::Media(event));
+            }
+            None => tracing::debug!(
+                call = call.0,
+                ?event,
+                "media event for a call no task holds"
+            ),
+        }
+    }
+}

@@ -1,0 +1,356 @@
+//! One task per call: it owns the call from the first signal to the last record.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use call_core::{CallDirection, CallEvent, CallHandle, CallSignal, EndReason};
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{PlaceCallError, Shared};
+use crate::domain::{CallChannel, CallStatusKind, UserId, WaCallId, WaId};
+use crate::store::{CallRecord, NewCall, NewCallEvent};
+use crate::whatsapp::client::GraphClient;
+
+/// What reaches a call's task.
+#[derive(Debug)]
+pub enum CallMsg {
+    /// The media engine said something about the call.
+    Media(CallEvent),
+    /// WhatsApp's `terminate` webhook.
+    Terminated {
+        /// How WhatsApp says it ended.
+        reason: EndReason,
+        /// Conversation length, if answered.
+        duration_secs: Option<i64>,
+        /// WhatsApp's error code, if any.
+        error_code: Option<i64>,
+    },
+    /// A business-initiated call's status webhook.
+    Status(CallStatusKind),
+    /// The callee's SDP answer (outbound `connect` webhook).
+    Answer(String),
+    /// Hang up (admin API, shutdown); replies once the call has ended.
+    HangUp {
+        /// Told when the call is over.
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// A live call's facts, owned by its task.
+struct Live {
+    id: String,
+    wa: WaCallId,
+    handle: CallHandle,
+    direction: CallDirection,
+    graph: GraphClient,
+    /// When the connect webhook came (inbound) or we placed the call (outbound).
+    started: Instant,
+    answered_at: Option<Instant>,
+    /// WhatsApp told us the call ended (so we do not `terminate` it again).
+    ended_by_whatsapp: Option<(EndReason, Option<i64>, Option<i64>)>,
+    waiting: Vec<oneshot::Sender<()>>,
+}
+
+/// Answers an inbound call: engine answer → `pre_accept` → `accept` → agent; then lives it.
+pub(crate) async fn run_inbound(
+    shared: Arc<Shared>,
+    id: String,
+    wa: WaCallId,
+    offer: String,
+    received: Instant,
+    mut rx: mpsc::UnboundedReceiver<CallMsg>,
+) {
+    let Some(graph) = shared.graph.clone() else {
+        shared.forget(&id);
+        return;
+    };
+    let (handle, answer) = match shared
+        .media
+        .accept_offer(&offer, shared.settings.agent)
+        .await
+    {
+        Ok(answered) => answered,
+        Err(err) => {
+            tracing::warn!(call_id = %id, error = %err, "cannot take the call's offer; rejecting");
+            refuse(&shared, &graph, &id, &wa, None).await;
+            return;
+        }
+    };
+    shared.attach_handle(&id, handle);
+
+    if let Err(err) = graph.pre_accept(&wa, &answer).await {
+        tracing::warn!(call_id = %id, error = %err, "pre_accept failed; rejecting");
+        refuse(&shared, &graph, &id, &wa, Some(handle)).await;
+        return;
+    }
+    shared
+        .metrics
+        .call_setup
+        .with_label_values(&["pre_accept"])
+        .observe(received.elapsed().as_secs_f64());
+    if let Err(err) = graph.accept(&wa, &answer, &id).await {
+        tracing::warn!(call_id = %id, error = %err, "accept failed; rejecting");
+        refuse(&shared, &graph, &id, &wa, Some(handle)).await;
+        return;
+    }
+    shared
+        .metrics
+        .call_setup
+        .with_label_values(&["accept"])
+        .observe(received.elapsed().as_secs_f64());
+    shared.record(&id, CallSignal::Answered, None, None).await;
+    shared.media.start_media(handle).await;
+    tracing::info!(call_id = %id, "inbound call answered");
+
+    let live = Live {
+        id,
+        wa,
+        handle,
+        direction: CallDirection::Inbound,
+        graph,
+        started: received,
+        answered_at: Some(Instant::now()),
+        ended_by_whatsapp: None,
+        waiting: Vec::new(),
+    };
+    run_live(&shared, live, &mut rx).await;
+}
+
+/// Places an outbound call; returns once WhatsApp accepted the request and leaves the rest
+/// to the call's task.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn start_outbound(
+    shared: Arc<Shared>,
+    graph: GraphClient,
+    id: &str,
+    to: &WaId,
+    user: UserId,
+    purpose: Option<String>,
+    now: chrono::DateTime<chrono::Utc>,
+    rx: mpsc::UnboundedReceiver<CallMsg>,
+) -> Result<CallRecord, PlaceCallError> {
+    let started = Instant::now();
+    let record = shared
+        .store
+        .create_call(&NewCall {
+            id: id.to_owned(),
+            direction: CallDirection::Outbound,
+            channel: CallChannel::WhatsApp,
+            user: Some(user),
+            phone_number_id: None,
+            purpose,
+            owner_instance: Some(shared.settings.instance_id.clone()),
+            at: now,
+        })
+        .await?;
+    let (handle, offer) = match shared.media.create_offer(shared.settings.agent).await {
+        Ok(offered) => offered,
+        Err(err) => {
+            shared
+                .record(id, CallSignal::Ended(EndReason::Failed), None, None)
+                .await;
+            return Err(err.into());
+        }
+    };
+    shared.attach_handle(id, handle);
+    let wa = match graph.connect(to, &offer, id).await {
+        Ok(wa) => wa,
+        Err(err) => {
+            tracing::warn!(call_id = id, error = %err, "WhatsApp refused the call");
+            shared.media.hang_up(handle, EndReason::RefusedByUs).await;
+            shared
+                .record(
+                    id,
+                    CallSignal::Ended(EndReason::Failed),
+                    None,
+                    graph_code(&err),
+                )
+                .await;
+            shared.count_end(CallDirection::Outbound, EndReason::Failed, None);
+            return Err(err.into());
+        }
+    };
+    if let Err(err) = shared.store.attach_wa_call_id(id, &wa).await {
+        tracing::error!(call_id = id, error = %err, "could not record WhatsApp's call id");
+    }
+    shared.attach_wa(id, &wa);
+    tracing::info!(call_id = id, wa_call_id = %wa, "outbound call ringing");
+    let live = Live {
+        id: id.to_owned(),
+        wa,
+        handle,
+        direction: CallDirection::Outbound,
+        graph,
+        started,
+        answered_at: None,
+        ended_by_whatsapp: None,
+        waiting: Vec::new(),
+    };
+    let task_shared = shared.clone();
+    tokio::spawn(async move {
+        let mut rx = rx;
+        run_live(&task_shared, live, &mut rx).await;
+    });
+    Ok(shared.store.call(id).await?.unwrap_or(record))
+}
+
+/// The codes callers act on, kept on the call row.
+fn graph_code(err: &crate::whatsapp::client::GraphError) -> Option<i64> {
+    use crate::whatsapp::client::GraphError;
+    match err {
+        GraphError::NoPermission => Some(138_006),
+        GraphError::DailyLimit { .. } => Some(138_012),
+        GraphError::ConcurrencyLimit => Some(138_002),
+        GraphError::CallingDisabled => Some(138_000),
+        GraphError::Uncallable => Some(138_001),
+        GraphError::RateLimited { code } | GraphError::Api { code, .. } => Some(*code),
+        GraphError::Unauthorized { .. }
+        | GraphError::Timeout
+        | GraphError::Transport(_)
+        | GraphError::CircuitOpen
+        | GraphError::Unexpected(_) => None,
+    }
+}
+
+/// Refuses an inbound call before media: the caller stops ringing.
+async fn refuse(
+    shared: &Shared,
+    graph: &GraphClient,
+    id: &str,
+    wa: &WaCallId,
+    handle: Option<CallHandle>,
+) {
+    if let Some(handle) = handle {
+        shared.media.hang_up(handle, EndReason::RefusedByUs).await;
+    }
+    if let Err(err) = graph.reject(wa).await {
+        tracing::warn!(call_id = id, error = %err, "could not reject the call");
+    }
+    shared
+        .record(id, CallSignal::Ended(EndReason::RefusedByUs), None, None)
+        .await;
+    shared.count_end(CallDirection::Inbound, EndReason::RefusedByUs, None);
+    shared.forget(id);
+}
+
+/// A call from answered (or ringing) to ended.
+async fn run_live(shared: &Shared, mut live: Live, rx: &mut mpsc::UnboundedReceiver<CallMsg>) {
+    while let Some(msg) = rx.recv().await {
+        match msg {
+            CallMsg::Media(CallEvent::Ended { reason, stats }) => {
+                let (reason, duration, error) = match live.ended_by_whatsapp {
+                    Some((reason, duration, error)) => (reason, duration, error),
+                    None => {
+                        // We (or a timer) ended it: tell WhatsApp.
+                        if let Err(err) = live.graph.terminate(&live.wa).await {
+                            tracing::warn!(call_id = %live.id, error = %err, "could not terminate the call at WhatsApp");
+                        }
+                        let duration = live.answered_at.map(|t| t.elapsed().as_secs() as i64);
+                        (reason, duration, None)
+                    }
+                };
+                shared
+                    .record(&live.id, CallSignal::Ended(reason), duration, error)
+                    .await;
+                event(
+                    shared,
+                    &live.id,
+                    "ended",
+                    json!({
+                        "reason": reason.as_str(),
+                        "packets_in": stats.packets_in,
+                        "packets_out": stats.packets_out,
+                    }),
+                )
+                .await;
+                shared.count_end(live.direction, reason, live.answered_at);
+                tracing::info!(call_id = %live.id, %reason, packets_in = stats.packets_in, packets_out = stats.packets_out, "call ended");
+                break;
+            }
+            CallMsg::Media(CallEvent::Connected) => {
+                tracing::debug!(call_id = %live.id, "call media connected");
+            }
+            CallMsg::Media(CallEvent::MediaStarted) => {
+                if live.direction == CallDirection::Inbound {
+                    shared
+                        .metrics
+                        .call_setup
+                        .with_label_values(&["first_media"])
+                        .observe(live.started.elapsed().as_secs_f64());
+                }
+            }
+            CallMsg::Media(CallEvent::Dtmf(key)) => {
+                event(shared, &live.id, "dtmf", json!({"key": key.to_string()})).await;
+            }
+            CallMsg::Media(CallEvent::Quality { .. }) => {}
+            CallMsg::Terminated {
+                reason,
+                duration_secs,
+                error_code,
+            } => {
+                live.ended_by_whatsapp = Some((reason, duration_secs, error_code));
+                shared.media.hang_up(live.handle, reason).await;
+            }
+            CallMsg::Status(status) => match status {
+                CallStatusKind::Ringing => {
+                    shared
+                        .record(&live.id, CallSignal::Ringing, None, None)
+                        .await
+                }
+                CallStatusKind::Accepted => {
+                    shared
+                        .record(&live.id, CallSignal::Answered, None, None)
+                        .await
+                }
+                CallStatusKind::Rejected => {
+                    live.ended_by_whatsapp = Some((EndReason::Rejected, None, None));
+                    shared.media.hang_up(live.handle, EndReason::Rejected).await;
+                }
+                CallStatusKind::Other(other) => {
+                    tracing::debug!(call_id = %live.id, status = other, "unknown call status");
+                }
+            },
+            CallMsg::Answer(answer) => {
+                if live.answered_at.is_some() {
+                    continue;
+                }
+                match shared.media.accept_answer(live.handle, &answer).await {
+                    Ok(()) => {
+                        live.answered_at = Some(Instant::now());
+                        shared
+                            .record(&live.id, CallSignal::Answered, None, None)
+                            .await;
+                        // The callee picked up: only now may the agent speak.
+                        shared.media.start_media(live.handle).await;
+                        tracing::info!(call_id = %live.id, "outbound call answered");
+                    }
+                    Err(err) => {
+                        tracing::warn!(call_id = %live.id, error = %err, "the callee's answer is unusable; hanging up");
+                        shared.media.hang_up(live.handle, EndReason::Failed).await;
+                    }
+                }
+            }
+            CallMsg::HangUp { reply } => {
+                live.waiting.push(reply);
+                shared.media.hang_up(live.handle, EndReason::HungUp).await;
+            }
+        }
+    }
+    for waiting in live.waiting {
+        let _ = waiting.send(());
+    }
+    shared.forget(&live.id);
+}
+
+/// Appends to the call's event log; a failure is logged (the call goes on).
+async fn event(shared: &Shared, id: &str, kind: &str, data: serde_json::Value) {
+    let entry = NewCallEvent {
+        kind: kind.to_owned(),
+        at: shared.clock.now(),
+        data,
+    };
+    if let Err(err) = shared.store.append_call_event(id, &entry).await {
+        tracing::error!(call_id = id, error = %err, "could not record a call event");
+    }
+}

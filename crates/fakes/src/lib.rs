@@ -1,0 +1,11 @@
+//! Test doubles for whatsapp-bridge that speak the real protocols, shared by the crates'
+//! tests: the clouds we talk to cannot be reached from test machines, so their sides are
+//! played by real HTTP servers and real WebRTC peers on loopback.
+//!
+//! - [`whatsapp_peer`]: WhatsApp's media server (ice-lite, WhatsApp's SDP shape, Opus).
+//! - [`graph`]: the Graph API's `calls` endpoint.
+// Test code: the events and variants not named are the ones a test does not look at.
+#![allow(clippy::wildcard_enum_match_arm)]
+
+pub mod graph;
+pub mod whatsapp_peer;
