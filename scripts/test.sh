@@ -7,11 +7,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/postgres.sh
+source scripts/python-peers.sh
 
 if [ "${1:-}" = "--" ]; then shift; fi
 
 echo "==> Postgres for the storage tests" >&2
 ensure_postgres
+
+echo "==> Python test peers (aiortc)" >&2
+ensure_python_peers
 
 echo "==> cargo fmt --check" >&2
 cargo fmt --all -- --check

@@ -172,6 +172,10 @@ struct Call {
     ufrag: String,
     /// The audio m-line, once known.
     mid: Option<Mid>,
+    /// The payload types negotiated for Opus and telephone-event (the offerer's: WhatsApp
+    /// uses 111 and 126, browsers and other stacks often 96–127 otherwise).
+    opus_pt: Pt,
+    tele_pt: Option<Pt>,
     /// Our offer, until the answer arrives (outbound calls).
     pending_offer: Option<SdpPendingOffer>,
     agent: Agent,
@@ -281,6 +285,7 @@ impl Engine {
         if !answer.contains("opus/48000") {
             return Err(CallError::NoAudio);
         }
+        call.learn_payload_types();
         // State the offer's Opus limits back; str0m keeps only the parameters it models.
         let extra: Vec<(&str, String)> = [
             "maxaveragebitrate",
@@ -288,9 +293,9 @@ impl Engine {
             "sprop-maxcapturerate",
         ]
         .into_iter()
-        .filter_map(|key| sdp::fmtp_param(&prepared, OPUS_PT, key).map(|v| (key, v)))
+        .filter_map(|key| sdp::fmtp_param(&prepared, *call.opus_pt, key).map(|v| (key, v)))
         .collect();
-        let answer = sdp::add_opus_params(&answer, OPUS_PT, &extra);
+        let answer = sdp::add_opus_params(&answer, *call.opus_pt, &extra);
         self.insert(handle, call);
         Ok((handle, answer))
     }
@@ -342,6 +347,7 @@ impl Engine {
             .map_err(|e| CallError::BadSdp(e.to_string()))?;
         let result = entry.rtc.sdp_api().accept_answer(pending, parsed);
         entry.negotiated_at = Some(now);
+        entry.learn_payload_types();
         self.drain(call);
         result.map_err(|e| CallError::BadSdp(e.to_string()))
     }
@@ -465,6 +471,8 @@ impl Engine {
             rtc,
             ufrag,
             mid: None,
+            opus_pt: Pt::new_with_value(OPUS_PT),
+            tele_pt: Some(Pt::new_with_value(TELEPHONE_EVENT_PT)),
             pending_offer: None,
             agent: Agent::new(agent),
             media_started: false,
@@ -558,9 +566,9 @@ impl Engine {
                 call.mid = Some(added.mid);
             }
             Event::RtpPacket(packet) => {
-                let pt = *packet.header.payload_type;
+                let pt = packet.header.payload_type;
                 let rtp_time = packet.header.timestamp;
-                if pt == TELEPHONE_EVENT_PT {
+                if Some(pt) == call.tele_pt {
                     if let Some(key) = call.dtmf.packet(rtp_time, &packet.payload) {
                         call.stats.dtmf += 1;
                         self.outputs
@@ -568,7 +576,7 @@ impl Engine {
                     }
                     return;
                 }
-                if pt != OPUS_PT {
+                if pt != call.opus_pt {
                     return;
                 }
                 if call.last_media.is_none() {
@@ -614,7 +622,7 @@ impl Engine {
         if self.agent_out.is_empty() {
             return;
         }
-        let pt = Pt::new_with_value(OPUS_PT);
+        let pt = call.opus_pt;
         let mut api = call.rtc.direct_api();
         let Some(stream) = api.stream_tx_by_mid(mid, None) else {
             return;
@@ -702,6 +710,17 @@ impl Engine {
 }
 
 impl Call {
+    /// Reads the payload types the negotiation settled on.
+    fn learn_payload_types(&mut self) {
+        let config = self.rtc.codec_config();
+        if let Some(opus) = config.find(|p| p.spec().codec == Codec::Opus) {
+            self.opus_pt = opus.pt();
+        }
+        self.tele_pt = config
+            .find(|p| p.spec().codec == Codec::Tele)
+            .map(|p| p.pt());
+    }
+
     /// The call's earliest timer and the reason it ends the call.
     fn deadline(&self, config: &EngineConfig) -> Option<(Instant, EndReason)> {
         let mut timers = vec![(

@@ -650,3 +650,93 @@ async fn the_cli_places_a_call_through_the_admin_api() {
     graph_saw(&app, "connect", "to", USER_WA_ID).await;
     app.stop().await.expect("clean stop");
 }
+
+/// The interpreter with aiortc installed (scripts/test.sh exports it).
+fn aiortc_python() -> String {
+    let python = std::env::var("AIORTC_PYTHON").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../../.venv-peers/bin/python").to_owned()
+    });
+    assert!(
+        std::path::Path::new(&python).exists(),
+        "{python} does not exist: the interop test needs aiortc. Run scripts/test.sh (it installs \
+         tests/peers/requirements.txt into .venv-peers), or set AIORTC_PYTHON."
+    );
+    python
+}
+
+/// An independent WebRTC stack (aiortc: its own ICE, DTLS, SRTP, and libopus through PyAV)
+/// calls in, sends a 440 Hz tone, and must hear it back through the echo agent.
+#[tokio::test]
+async fn an_aiortc_caller_hears_its_tone_back_through_the_echo_agent() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    let db = TestDb::sqlite();
+    let app = spawn_app_with(&db, calls_env(&[])).await;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/peers/aiortc_caller.py"
+    );
+    let mut child = tokio::process::Command::new(aiortc_python())
+        .args([script, "--seconds", "3", "--frequency", "440"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the aiortc caller");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    async fn next(lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>) -> Value {
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("the aiortc caller answers in time")
+            .expect("read")
+            .expect("the aiortc caller stopped early");
+        serde_json::from_str::<Value>(&line).expect("a JSON line")
+    }
+
+    let offer = next(&mut lines).await["offer"]
+        .as_str()
+        .expect("offer")
+        .to_owned();
+    assert!(!offer.contains("a=ice-lite"), "aiortc is a full ICE agent");
+    let wacid = "wacid.E2E.AIORTC";
+    assert_eq!(
+        app.post_webhook(&inbound_connect(wacid, &offer))
+            .await
+            .status(),
+        200
+    );
+    let accept = graph_saw(&app, "accept", "call_id", wacid).await;
+    let answer = json!({"answer": accept["session"]["sdp"]}).to_string() + "\n";
+    stdin
+        .write_all(answer.as_bytes())
+        .await
+        .expect("send the answer");
+    stdin.flush().await.expect("flush");
+    assert_eq!(next(&mut lines).await["connected"], true);
+
+    let result = next(&mut lines).await["result"].clone();
+    let frames = result["frames"].as_u64().expect("frames");
+    let rms = result["rms"].as_f64().expect("rms");
+    let frequency = result["frequency"].as_f64().expect("frequency");
+    assert!(
+        frames >= 100,
+        "aiortc decoded {frames} frames of our audio: {result}"
+    );
+    assert!(rms > 1000.0, "the echo is audible: {result}");
+    assert!(
+        (400.0..480.0).contains(&frequency),
+        "the echo is the 440 Hz tone: {result}"
+    );
+    let _ = child.wait().await;
+
+    assert_eq!(
+        app.post_webhook(&terminate(wacid, "USER_INITIATED", 3))
+            .await
+            .status(),
+        200
+    );
+    let ended = app.call_when(wacid, |c| c.state.is_ended()).await;
+    assert_eq!(ended.end_reason.as_deref(), Some("completed"));
+    app.stop().await.expect("clean stop");
+}
