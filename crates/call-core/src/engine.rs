@@ -19,7 +19,8 @@
 //! (learned from every datagram a leg sends), then, for STUN, by our ICE ufrag in the USERNAME
 //! (we choose each leg's ufrag), and only then by asking each leg (`Rtc::accepts`).
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -192,6 +193,8 @@ struct Call {
     dtmf: DtmfDetector,
     stats: CallStats,
     ending: Option<EndReason>,
+    /// The time of this call's live entry in the engine's wake-up heap.
+    scheduled: Option<Instant>,
 }
 
 /// The engine.
@@ -206,6 +209,11 @@ pub struct Engine {
     agent_out: Vec<AgentPacket>,
     /// Counts of calls that ended, for [`Engine::totals`].
     ended_totals: CallStats,
+    /// When calls next need attention, earliest first. A call has at most one live entry
+    /// (`Call::scheduled`); a call whose next time moves earlier gets a new entry and its old
+    /// one is skipped when it comes up, so hundreds of calls cost a heap operation, not a
+    /// scan, per wake-up.
+    wakeups: BinaryHeap<Reverse<(Instant, CallHandle)>>,
     now: Instant,
 }
 
@@ -221,6 +229,7 @@ impl Engine {
             outputs: VecDeque::new(),
             agent_out: Vec::new(),
             ended_totals: CallStats::default(),
+            wakeups: BinaryHeap::new(),
             now,
         }
     }
@@ -362,6 +371,7 @@ impl Engine {
             entry.agent.start(now);
         }
         self.pump_agent(call, now);
+        self.reschedule(call);
         Ok(())
     }
 
@@ -391,17 +401,26 @@ impl Engine {
             tracing::debug!(call = call.0, error = %err, "datagram refused by the call's WebRTC stack");
         }
         self.drain(call);
+        // An agent with no delay answers the packet now, not at the next wake-up.
+        self.pump_agent(call, now);
         true
     }
 
     /// Advances time: str0m's timers, the agents, and the call timers.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.now = now;
-        let handles: Vec<CallHandle> = self.calls.keys().copied().collect();
-        for call in handles {
+        while let Some(&Reverse((at, call))) = self.wakeups.peek() {
+            if at > now {
+                break;
+            }
+            self.wakeups.pop();
             let Some(entry) = self.calls.get_mut(&call) else {
                 continue;
             };
+            if entry.scheduled != Some(at) {
+                continue; // superseded by an earlier entry
+            }
+            entry.scheduled = None;
             if entry.rtc_timeout <= now {
                 if let Err(err) = entry.rtc.handle_input(Input::Timeout(now)) {
                     tracing::debug!(call = call.0, error = %err, "timeout refused by the call's WebRTC stack");
@@ -410,6 +429,7 @@ impl Engine {
             }
             self.pump_agent(call, now);
             self.check_timers(call, now);
+            self.reschedule(call);
         }
     }
 
@@ -418,7 +438,14 @@ impl Engine {
         if let Some(output) = self.outputs.pop_front() {
             return output;
         }
-        Output::Timeout(self.next_timeout())
+        // Drop superseded entries so the top is a real wake-up.
+        while let Some(&Reverse((at, call))) = self.wakeups.peek() {
+            if self.calls.get(&call).is_some_and(|c| c.scheduled == Some(at)) {
+                return Output::Timeout(at.max(self.now));
+            }
+            self.wakeups.pop();
+        }
+        Output::Timeout(self.now + Duration::from_secs(3600))
     }
 
     // --- inside -------------------------------------------------------------------------------
@@ -486,6 +513,7 @@ impl Engine {
             dtmf: DtmfDetector::default(),
             stats: CallStats::default(),
             ending: None,
+            scheduled: None,
         };
         (handle, call)
     }
@@ -546,6 +574,7 @@ impl Engine {
             }
         }
         self.finish_if_ending(handle);
+        self.reschedule(handle);
     }
 
     // str0m's `Event` is non-exhaustive: the catch-all is required, and the events not named
@@ -647,7 +676,7 @@ impl Engine {
         let due = self
             .calls
             .get(&handle)
-            .and_then(|call| call.deadline(&self.config))
+            .map(|call| call.deadline(&self.config))
             .filter(|(at, _)| *at <= now);
         if let Some((_, reason)) = due {
             self.end(handle, reason);
@@ -688,24 +717,16 @@ impl Engine {
         }
     }
 
-    fn next_timeout(&self) -> Instant {
-        let far = self.now + Duration::from_secs(3600);
-        self.calls
-            .values()
-            .flat_map(|c| {
-                let agent = (c.media_started && c.connected_at.is_some())
-                    .then(|| c.agent.next_due())
-                    .flatten();
-                [
-                    Some(c.rtc_timeout),
-                    agent,
-                    c.deadline(&self.config).map(|(at, _)| at),
-                ]
-            })
-            .flatten()
-            .min()
-            .unwrap_or(far)
-            .max(self.now)
+    /// Puts the call's next wake-up in the heap, unless an earlier one is there already.
+    fn reschedule(&mut self, handle: CallHandle) {
+        let Some(call) = self.calls.get_mut(&handle) else {
+            return;
+        };
+        let wake = call.next_wake(&self.config);
+        if call.scheduled.is_none_or(|scheduled| wake < scheduled) {
+            call.scheduled = Some(wake);
+            self.wakeups.push(Reverse((wake, handle)));
+        }
     }
 }
 
@@ -722,28 +743,35 @@ impl Call {
     }
 
     /// The call's earliest timer and the reason it ends the call.
-    fn deadline(&self, config: &EngineConfig) -> Option<(Instant, EndReason)> {
-        let mut timers = vec![(
-            self.started_at + config.max_call_length,
-            EndReason::TimedOut,
-        )];
-        match (self.negotiated_at, self.connected_at) {
+    fn deadline(&self, config: &EngineConfig) -> (Instant, EndReason) {
+        let longest = (self.started_at + config.max_call_length, EndReason::TimedOut);
+        let phase = match (self.negotiated_at, self.connected_at) {
             // Outbound, not answered yet: the phone rings.
-            (None, _) => timers.push((
-                self.started_at + config.ring_timeout,
-                EndReason::NotAnswered,
-            )),
+            (None, _) => (self.started_at + config.ring_timeout, EndReason::NotAnswered),
             // Both SDPs known, media not up: ICE or DTLS is failing.
-            (Some(negotiated), None) => {
-                timers.push((negotiated + config.connect_timeout, EndReason::Failed));
-            }
+            (Some(negotiated), None) => (negotiated + config.connect_timeout, EndReason::Failed),
             // Up: the user's audio must keep coming.
-            (Some(_), Some(connected)) => timers.push((
+            (Some(_), Some(connected)) => (
                 self.last_media.unwrap_or(connected) + config.media_timeout,
                 EndReason::TimedOut,
-            )),
+            ),
+        };
+        if phase.0 < longest.0 {
+            phase
+        } else {
+            longest
         }
-        timers.into_iter().min_by_key(|(at, _)| *at)
+    }
+
+    /// When the call next needs the engine: its stack's timer, its agent, or its deadline.
+    fn next_wake(&self, config: &EngineConfig) -> Instant {
+        let mut wake = self.rtc_timeout.min(self.deadline(config).0);
+        if self.media_started && self.connected_at.is_some() {
+            if let Some(due) = self.agent.next_due() {
+                wake = wake.min(due);
+            }
+        }
+        wake
     }
 }
 
