@@ -157,16 +157,6 @@ pub struct CallStats {
     pub dtmf: u64,
 }
 
-impl CallStats {
-    fn add(&mut self, other: &CallStats) {
-        self.packets_in += other.packets_in;
-        self.bytes_in += other.bytes_in;
-        self.packets_out += other.packets_out;
-        self.bytes_out += other.bytes_out;
-        self.dtmf += other.dtmf;
-    }
-}
-
 /// One call: the user's WebRTC leg and the agent answering it.
 struct Call {
     rtc: Rtc,
@@ -207,8 +197,11 @@ pub struct Engine {
     outputs: VecDeque<Output>,
     /// Scratch space for agent packets, reused.
     agent_out: Vec<AgentPacket>,
-    /// Counts of calls that ended, for [`Engine::totals`].
-    ended_totals: CallStats,
+    /// Counts of every call so far (live ones included), for [`Engine::totals`].
+    totals: CallStats,
+    /// One DTLS certificate for every leg: generating a key pair per call costs setup time
+    /// and memory, and peers only need the fingerprint in our SDP to match.
+    dtls_cert: Option<str0m::config::DtlsCert>,
     /// When calls next need attention, earliest first. A call has at most one live entry
     /// (`Call::scheduled`); a call whose next time moves earlier gets a new entry and its old
     /// one is skipped when it comes up, so hundreds of calls cost a heap operation, not a
@@ -228,7 +221,10 @@ impl Engine {
             next_handle: 1,
             outputs: VecDeque::new(),
             agent_out: Vec::new(),
-            ended_totals: CallStats::default(),
+            totals: CallStats::default(),
+            dtls_cert: str0m::crypto::from_feature_flags()
+                .dtls_provider
+                .generate_certificate(),
             wakeups: BinaryHeap::new(),
             now,
         }
@@ -246,11 +242,7 @@ impl Engine {
 
     /// Packet and byte counts of every call so far, ended ones included (monotonic).
     pub fn totals(&self) -> CallStats {
-        let mut totals = self.ended_totals;
-        for call in self.calls.values() {
-            totals.add(&call.stats);
-        }
-        totals
+        self.totals
     }
 
     /// Ends every call (shutdown).
@@ -440,7 +432,11 @@ impl Engine {
         }
         // Drop superseded entries so the top is a real wake-up.
         while let Some(&Reverse((at, call))) = self.wakeups.peek() {
-            if self.calls.get(&call).is_some_and(|c| c.scheduled == Some(at)) {
+            if self
+                .calls
+                .get(&call)
+                .is_some_and(|c| c.scheduled == Some(at))
+            {
                 return Output::Timeout(at.max(self.now));
             }
             self.wakeups.pop();
@@ -464,6 +460,9 @@ impl Engine {
             .set_rtp_mode(true)
             .set_local_ice_credentials(creds)
             .set_stats_interval(Some(Duration::from_secs(5)));
+        if let Some(cert) = &self.dtls_cert {
+            config = config.set_dtls_cert(cert.clone());
+        }
         let codecs = config.codec_config();
         codecs.add_config(
             Pt::new_with_value(OPUS_PT),
@@ -546,6 +545,10 @@ impl Engine {
 
     /// Drains a call's `Rtc` to its timeout, handling its events.
     fn drain(&mut self, handle: CallHandle) {
+        // str0m asks for a timeout "now" to release media just written (its pacer works on a
+        // snapshot taken at timeouts). Feeding it at once, instead of waiting for the shell's
+        // timer (1 ms granularity), takes a millisecond or more off every relayed packet.
+        let mut immediate = 4;
         loop {
             let Some(call) = self.calls.get_mut(&handle) else {
                 return;
@@ -559,6 +562,12 @@ impl Engine {
                 }
             };
             match output {
+                RtcOutput::Timeout(at) if at <= self.now && immediate > 0 => {
+                    immediate -= 1;
+                    if let Err(err) = call.rtc.handle_input(Input::Timeout(self.now)) {
+                        tracing::debug!(call = handle.0, error = %err, "timeout refused by the call's WebRTC stack");
+                    }
+                }
                 RtcOutput::Timeout(at) => {
                     call.rtc_timeout = at;
                     break;
@@ -600,6 +609,7 @@ impl Engine {
                 if Some(pt) == call.tele_pt {
                     if let Some(key) = call.dtmf.packet(rtp_time, &packet.payload) {
                         call.stats.dtmf += 1;
+                        self.totals.dtmf += 1;
                         self.outputs
                             .push_back(Output::Event(handle, CallEvent::Dtmf(key)));
                     }
@@ -615,6 +625,8 @@ impl Engine {
                 call.last_media = Some(now);
                 call.stats.packets_in += 1;
                 call.stats.bytes_in += packet.payload.len() as u64;
+                self.totals.packets_in += 1;
+                self.totals.bytes_in += packet.payload.len() as u64;
                 call.agent.caller_audio(now, rtp_time, packet.payload);
             }
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
@@ -660,6 +672,8 @@ impl Engine {
             call.out_seq += 1;
             call.stats.packets_out += 1;
             call.stats.bytes_out += packet.payload.len() as u64;
+            self.totals.packets_out += 1;
+            self.totals.bytes_out += packet.payload.len() as u64;
             let seq: SeqNo = call.out_seq.into();
             stream.write_rtp(RtpWrite::new(
                 pt,
@@ -704,7 +718,6 @@ impl Engine {
             return;
         };
         if let Some(call) = self.calls.remove(&handle) {
-            self.ended_totals.add(&call.stats);
             self.by_ufrag.remove(&call.ufrag);
             self.by_remote.retain(|_, h| *h != handle);
             self.outputs.push_back(Output::Event(
@@ -744,10 +757,16 @@ impl Call {
 
     /// The call's earliest timer and the reason it ends the call.
     fn deadline(&self, config: &EngineConfig) -> (Instant, EndReason) {
-        let longest = (self.started_at + config.max_call_length, EndReason::TimedOut);
+        let longest = (
+            self.started_at + config.max_call_length,
+            EndReason::TimedOut,
+        );
         let phase = match (self.negotiated_at, self.connected_at) {
             // Outbound, not answered yet: the phone rings.
-            (None, _) => (self.started_at + config.ring_timeout, EndReason::NotAnswered),
+            (None, _) => (
+                self.started_at + config.ring_timeout,
+                EndReason::NotAnswered,
+            ),
             // Both SDPs known, media not up: ICE or DTLS is failing.
             (Some(negotiated), None) => (negotiated + config.connect_timeout, EndReason::Failed),
             // Up: the user's audio must keep coming.

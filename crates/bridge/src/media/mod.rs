@@ -243,8 +243,18 @@ async fn run(
             },
             received = socket.recv_from(&mut buf) => match received {
                 Ok((n, source)) => {
-                    if !engine.handle_receive(Instant::now(), source, &buf[..n]) {
-                        tracing::trace!(%source, bytes = n, "datagram for no call");
+                    receive(&mut engine, source, &buf[..n]);
+                    // Take what else is already waiting before answering: one pass of the
+                    // loop (and one drain) for a burst, not one per datagram.
+                    for _ in 0..RECEIVE_BURST {
+                        match socket.try_recv_from(&mut buf) {
+                            Ok((n, source)) => receive(&mut engine, source, &buf[..n]),
+                            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,
+                            Err(err) => {
+                                tracing::debug!(error = %err, "media socket receive failed");
+                                break;
+                            }
+                        }
                     }
                 }
                 // ICMP port unreachable from a peer that went away surfaces here on Linux.
@@ -286,6 +296,15 @@ fn export_totals(engine: &Engine, exported: &mut CallStats, metrics: &Metrics) {
         .with_label_values(&["out"])
         .inc_by(delta(totals.bytes_out, exported.bytes_out));
     *exported = totals;
+}
+
+/// Datagrams taken in one go when several are waiting.
+const RECEIVE_BURST: usize = 64;
+
+fn receive(engine: &mut Engine, source: SocketAddr, datagram: &[u8]) {
+    if !engine.handle_receive(Instant::now(), source, datagram) {
+        tracing::trace!(%source, bytes = datagram.len(), "datagram for no call");
+    }
 }
 
 fn execute(engine: &mut Engine, command: Command) {
@@ -331,7 +350,14 @@ async fn drain(
                 destination,
                 contents,
             } => {
-                if let Err(err) = socket.send_to(&contents, destination).await {
+                // UDP sends almost never block; only wait when the kernel buffer is full.
+                let sent = match socket.try_send_to(&contents, destination) {
+                    Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
+                        socket.send_to(&contents, destination).await
+                    }
+                    other => other,
+                };
+                if let Err(err) = sent {
                     tracing::debug!(%destination, error = %err, "media send failed");
                 }
             }
