@@ -30,7 +30,7 @@ use str0m::format::{Codec, FormatParams};
 use str0m::ice::{IceCreds, StunMessage};
 use str0m::media::{Direction, Frequency, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{RtpWrite, SeqNo};
+use str0m::rtp::{Extension, RtpWrite, SeqNo};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output as RtcOutput, Rtc, RtcConfig};
 
 use crate::agent::{Agent, AgentKind, AgentPacket};
@@ -190,7 +190,8 @@ struct Call {
 /// The engine.
 pub struct Engine {
     config: EngineConfig,
-    calls: HashMap<CallHandle, Call>,
+    /// Boxed: a `Call` is a few KB (str0m's `Rtc` is inline) and the map keeps spare slots.
+    calls: HashMap<CallHandle, Box<Call>>,
     by_remote: HashMap<SocketAddr, CallHandle>,
     by_ufrag: HashMap<String, CallHandle>,
     next_handle: u64,
@@ -459,7 +460,19 @@ impl Engine {
             .clear_codecs()
             .set_rtp_mode(true)
             .set_local_ice_credentials(creds)
-            .set_stats_interval(Some(Duration::from_secs(5)));
+            .set_stats_interval(Some(Duration::from_secs(5)))
+            // Audio header extensions only, and not transport-wide-cc: with it negotiated, str0m
+            // keeps a record of the last 1000 packets we sent (~90 KB per call) for a bandwidth
+            // estimator we do not run, whether or not the peer ever sends feedback. WhatsApp's
+            // captured offers carry audio-level at most; an offer that has TWCC gets an answer
+            // without it, which RFC 8285 allows, and the call falls back to RTCP receiver reports.
+            .clear_extension_map()
+            .set_extension(1, Extension::AudioLevel)
+            .set_extension(2, Extension::AbsoluteSendTime)
+            .set_extension(4, Extension::RtpMid)
+            // In RTP mode every write is one packet, polled before the next: a few slots suffice
+            // (the default, 50, costs ~4 KB per stream for resends audio never gets).
+            .set_send_buffer_audio(8);
         if let Some(cert) = &self.dtls_cert {
             config = config.set_dtls_cert(cert.clone());
         }
@@ -519,7 +532,7 @@ impl Engine {
 
     fn insert(&mut self, handle: CallHandle, call: Call) {
         self.by_ufrag.insert(call.ufrag.clone(), handle);
-        self.calls.insert(handle, call);
+        self.calls.insert(handle, Box::new(call));
         self.drain(handle);
     }
 

@@ -64,6 +64,41 @@ fn the_answer_to_a_whatsapp_offer_is_active_full_ice_with_whatsapps_audio() {
 }
 
 #[test]
+fn audio_header_extensions_keep_the_offers_ids_and_transport_wide_cc_is_declined() {
+    // The shape the Pion anchor's callers (and older WhatsApp notes) use: ids 1, 3 and 5.
+    let offer = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../bridge/tests/fixtures/sdp/whatsapp_offer.sdp"
+    ))
+    .expect("fixture")
+    .replace(
+        "a=mid:audio\r\n",
+        "a=mid:audio\r\n\
+         a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level\r\n\
+         a=extmap:3 http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time\r\n\
+         a=extmap:5 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01\r\n",
+    );
+    assert!(offer.contains("a=extmap:5"), "the fixture has CRLF lines");
+    let mut sim = Sim::new();
+    let (_, answer) = sim
+        .engine
+        .accept_offer(sim.now, &offer, ECHO)
+        .expect("accepted");
+    assert!(
+        answer.contains("a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level"),
+        "{answer}"
+    );
+    assert!(
+        answer.contains("a=extmap:3 http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"),
+        "{answer}"
+    );
+    assert!(
+        !answer.contains("transport-wide-cc"),
+        "no per-packet send history for an estimator we do not run:\n{answer}"
+    );
+}
+
+#[test]
 fn broken_offers_are_refused_and_leave_nothing_behind() {
     let mut sim = Sim::new();
     for offer in [

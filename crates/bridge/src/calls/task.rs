@@ -241,6 +241,13 @@ async fn run_live(shared: &Shared, mut live: Live, rx: &mut mpsc::UnboundedRecei
             CallMsg::Media(CallEvent::Ended { reason, stats }) => {
                 let (reason, duration, error) = match live.ended_by_whatsapp {
                     Some((reason, duration, error)) => (reason, duration, error),
+                    // The other side closed the media (DTLS close): WhatsApp ended the call
+                    // and its terminate webhook is on the way; a terminate from us would only
+                    // race it and be refused.
+                    None if reason == EndReason::Completed => {
+                        let duration = live.answered_at.map(|t| t.elapsed().as_secs() as i64);
+                        (reason, duration, None)
+                    }
                     None => {
                         // We (or a timer) ended it: tell WhatsApp.
                         if let Err(err) = live.graph.terminate(&live.wa).await {

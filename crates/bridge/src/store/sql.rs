@@ -21,7 +21,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use call_core::{CallDirection, CallState, Transition};
+use call_core::{CallDirection, CallSignal, CallState, Transition};
 use chrono::{DateTime, Utc};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -1049,6 +1049,11 @@ impl Store for SqlStore {
              error_code = coalesce($6, error_code), user_id = coalesce(user_id, $7), updated_at = $8 \
              where id = $9 and state = $10 returning {CALL_COLUMNS}"
         );
+        let amend = format!(
+            "update calls set duration_secs = coalesce($1, duration_secs), \
+             error_code = coalesce($2, error_code), updated_at = $3 \
+             where id = $4 returning {CALL_COLUMNS}"
+        );
         self.timed("apply_call_signal", async {
             // Move the call forward if the signal says so and nobody else moved it since we
             // read it (compare-and-set on the state).
@@ -1056,6 +1061,29 @@ impl Store for SqlStore {
                 let current = self.call(id).await?.ok_or(StoreError::NotFound)?;
                 let next = match current.state.apply(update.signal) {
                     Transition::To(next) => next,
+                    Transition::Stale
+                        if current.state.is_ended()
+                            && matches!(update.signal, CallSignal::Ended(_))
+                            && (update.duration_secs.is_some() || update.error_code.is_some()) =>
+                    {
+                        // The call had already ended on our side (the media closed first);
+                        // WhatsApp's terminate still brings the billed duration and the error
+                        // code, and those are the figures to keep.
+                        let row: CallRow = on_pool!(self, pool => {
+                            sqlx::query_as(&amend)
+                                .bind(update.duration_secs)
+                                .bind(update.error_code)
+                                .bind(update.at)
+                                .bind(&current.id)
+                                .fetch_one(pool)
+                                .await
+                        })?;
+                        return Ok(CallSignalOutcome {
+                            call: row.try_into()?,
+                            created: false,
+                            changed: true,
+                        });
+                    }
                     Transition::Stale => {
                         return Ok(CallSignalOutcome {
                             call: current,

@@ -241,6 +241,36 @@ async fn an_inbound_call_is_answered_and_the_caller_hears_their_own_audio() {
 }
 
 #[tokio::test]
+async fn when_whatsapp_closes_the_media_first_we_do_not_terminate_and_its_webhook_completes_the_record(
+) {
+    let db = TestDb::sqlite();
+    let app = spawn_app_with(&db, calls_env(&[])).await;
+    let wacid = "wacid.E2E.MEDIA_CLOSED_FIRST";
+    let peer = answered_inbound_call(&app, wacid).await;
+    app.call_when(wacid, |c| c.state.as_str() == "answered")
+        .await;
+
+    // WhatsApp's side closes DTLS before its terminate webhook has been handled.
+    peer.close();
+    let ended = app.call_when(wacid, |c| c.state.is_ended()).await;
+    assert_eq!(ended.end_reason.as_deref(), Some("completed"));
+    assert_eq!(
+        app.post_webhook(&terminate(wacid, "USER_INITIATED", 9))
+            .await
+            .status(),
+        200
+    );
+    let recorded = app.call_when(wacid, |c| c.duration_secs == Some(9)).await;
+    assert_eq!(recorded.end_reason.as_deref(), Some("completed"));
+    assert_eq!(
+        app.graph.actions(),
+        ["pre_accept", "accept"],
+        "the call was already over at WhatsApp: no terminate from us"
+    );
+    app.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
 async fn a_redelivered_connect_does_not_answer_the_call_twice() {
     let db = TestDb::sqlite();
     let app = spawn_app_with(&db, calls_env(&[])).await;

@@ -546,6 +546,20 @@ async fn story(store: Arc<dyn Store>) {
         .expect("stale");
     assert!(!stale.changed);
     assert_eq!(stale.call.state, ended.call.state);
+    // A second end (WhatsApp's terminate after our side already ended it) keeps the state and
+    // reason, and brings WhatsApp's duration and error code.
+    let mut late_end = signal(
+        call_core::CallSignal::Ended(call_core::EndReason::Failed),
+        46,
+    );
+    late_end.duration_secs = Some(242);
+    late_end.error_code = Some(138_021);
+    let amended = store.record_call_signal(&late_end).await.expect("late end");
+    assert!(amended.changed);
+    assert_eq!(amended.call.state, ended.call.state);
+    assert_eq!(amended.call.duration_secs, Some(242));
+    assert_eq!(amended.call.error_code, Some(138_021));
+    assert_eq!(amended.call.ended_at, ended.call.ended_at);
     let call_id = ended.call.id.clone();
     for (kind, data) in [
         ("state", serde_json::json!({"state": "answered"})),
