@@ -289,7 +289,7 @@ impl App {
         let owner = config.instance_id.clone();
 
         // --- calls ----------------------------------------------------------------------------
-        let (media, media_events, media_task) =
+        let (media, media_events, mut media_thread) =
             media::spawn(media_socket, &media_settings, metrics.clone())
                 .context("cannot start the media engine")?;
         let graph = GraphClient::from_config(&config.whatsapp, metrics.clone())
@@ -477,16 +477,15 @@ impl App {
                 "shutdown deadline passed with events still queued; they stay stored and run at the next start"
             );
         }
-        // The media task stops once the router (the last holder of the calls service) is gone.
-        let media_abort = media_task.abort_handle();
+        // The media thread stops once the router (the last holder of the calls service) is gone.
         if tokio::time::timeout_at(deadline, async {
-            let _ = media_task.await;
+            media_thread.join().await;
             let _ = media_pump.await;
         })
         .await
         .is_err()
         {
-            media_abort.abort();
+            media_thread.stop();
         }
         match store.release_events(&owner, None).await {
             Ok(0) => {}

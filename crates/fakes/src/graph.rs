@@ -43,6 +43,7 @@ struct Shared {
     requests: Vec<Recorded>,
     scripts: HashMap<String, VecDeque<Reply>>,
     next_call: u64,
+    watchers: Vec<tokio::sync::mpsc::UnboundedSender<Recorded>>,
 }
 
 /// The fake, running.
@@ -79,6 +80,13 @@ impl FakeGraph {
             .extend(replies);
     }
 
+    /// Every request from now on, as it arrives (before it is answered).
+    pub fn watch(&self) -> tokio::sync::mpsc::UnboundedReceiver<Recorded> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        self.shared.lock().expect("lock").watchers.push(tx);
+        rx
+    }
+
     pub fn requests(&self) -> Vec<Recorded> {
         self.shared.lock().expect("lock").requests.clone()
     }
@@ -97,7 +105,7 @@ async fn calls(
     let action = body["action"].as_str().unwrap_or("").to_owned();
     let (reply, call_id) = {
         let mut shared = shared.lock().expect("lock");
-        shared.requests.push(Recorded {
+        let recorded = Recorded {
             path: format!("/{version}/{phone}/calls"),
             action: action.clone(),
             body: body.clone(),
@@ -105,7 +113,11 @@ async fn calls(
                 .get("authorization")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned),
-        });
+        };
+        shared
+            .watchers
+            .retain(|watcher| watcher.send(recorded.clone()).is_ok());
+        shared.requests.push(recorded);
         let reply = shared
             .scripts
             .get_mut(&action)

@@ -1,27 +1,35 @@
-//! The media shell: one UDP socket, one task that owns the sans-IO [`call_core::Engine`] and
-//! carries out what it decides.
+//! The media shell: one UDP socket and one thread that owns the sans-IO [`call_core::Engine`]
+//! and carries out what it decides.
 //!
 //! ```text
-//! calls (signalling) ──Media::{accept_offer, create_offer, ...}──▶ driver task ◀──▶ UDP socket
+//! calls (signalling) ──Media::{accept_offer, create_offer, ...}──▶ media thread ◀──▶ UDP socket
 //!        ▲                                                          │ owns Engine
 //!        └───────────── MediaEvent (connected, DTMF, ended, ...) ───┘
 //! ```
 //!
-//! The driver is the only owner of the engine and the socket; signalling talks to it over a
-//! channel, so no lock is ever held around media. Every call's media goes through the one
-//! socket (`RTC_UDP_PORT`), demultiplexed by the engine.
+//! The thread is the only owner of the engine and the socket; signalling talks to it over a
+//! channel (and a `mio` waker), so no lock is ever held around media. Every call's media goes
+//! through the one socket (`RTC_UDP_PORT`), demultiplexed by the engine.
+//!
+//! Why a thread of its own rather than a tokio task: it waits in one `epoll` for datagrams,
+//! commands and the engine's next deadline, with no scheduler hop per packet and no timer
+//! re-armed per loop; and audio never queues behind webhook bursts or database work on the
+//! runtime's workers.
 
 pub mod stun;
 
+use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use call_core::{
     AgentKind, CallError, CallEvent, CallHandle, CallStats, EndReason, Engine, EngineConfig, Output,
 };
-use tokio::net::UdpSocket;
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token, Waker};
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 
 use crate::telemetry::Metrics;
 
@@ -86,11 +94,46 @@ pub enum MediaError {
     Stopped,
 }
 
-/// The handle signalling uses to reach the media task. Cheap to clone.
+/// The handle signalling uses to reach the media thread. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Media {
+    // Declared before `wake`: the last handle drops its sender first, then wakes the thread,
+    // which then finds the channel closed and stops.
     commands: mpsc::Sender<Command>,
+    wake: Arc<WakeOnDrop>,
     local: SocketAddr,
+}
+
+/// Wakes the media thread when the last [`Media`] handle goes.
+#[derive(Debug)]
+struct WakeOnDrop(Arc<Waker>);
+
+impl Drop for WakeOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.wake();
+    }
+}
+
+/// The running media thread.
+#[derive(Debug)]
+pub struct MediaThread {
+    stopped: oneshot::Receiver<()>,
+    stop: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+}
+
+impl MediaThread {
+    /// Waits until the thread has stopped (after every [`Media`] handle is dropped, or
+    /// [`MediaThread::stop`]).
+    pub async fn join(&mut self) {
+        let _ = (&mut self.stopped).await;
+    }
+
+    /// Stops the thread now, without waiting for the handles to go.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.waker.wake();
+    }
 }
 
 impl Media {
@@ -157,7 +200,8 @@ impl Media {
         self.commands
             .send(command)
             .await
-            .map_err(|_| MediaError::Stopped)
+            .map_err(|_| MediaError::Stopped)?;
+        self.wake.0.wake().map_err(|_| MediaError::Stopped)
     }
 }
 
@@ -166,10 +210,22 @@ impl Media {
 /// # Errors
 /// When the port is taken.
 pub fn bind(bind: SocketAddr) -> std::io::Result<StdUdpSocket> {
-    let socket = StdUdpSocket::bind(bind)?;
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(bind),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    // Hundreds of calls share this socket: the default buffers (~200 KB) hold a few
+    // milliseconds of their traffic. Ask for more; the kernel caps it at net.core.*mem_max.
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER_BYTES);
+    socket.bind(&bind.into())?;
     socket.set_nonblocking(true)?;
-    Ok(socket)
+    Ok(socket.into())
 }
+
+/// What the media socket asks for as receive and send buffers.
+const SOCKET_BUFFER_BYTES: usize = 4 << 20;
 
 /// The IP this host uses to reach the internet: what a wildcard-bound socket's host candidate
 /// should say. Found by "connecting" a UDP socket (no packet is sent).
@@ -183,17 +239,18 @@ pub fn route_ip() -> Option<IpAddr> {
         .filter(|ip| !ip.is_unspecified())
 }
 
-/// Starts the media task on `socket`. It stops when every [`Media`] handle is dropped, after
-/// hanging up the calls it still holds.
+/// Starts the media thread on `socket`. It stops when every [`Media`] handle is dropped (or
+/// on [`MediaThread::stop`]), after hanging up the calls it still holds.
 ///
 /// # Errors
-/// When the socket cannot be handed to tokio.
+/// When the socket cannot be polled or the thread cannot start.
 pub fn spawn(
     socket: StdUdpSocket,
     settings: &MediaSettings,
     metrics: Metrics,
-) -> std::io::Result<(Media, mpsc::UnboundedReceiver<MediaEvent>, JoinHandle<()>)> {
-    let socket = UdpSocket::from_std(socket)?;
+) -> std::io::Result<(Media, mpsc::UnboundedReceiver<MediaEvent>, MediaThread)> {
+    socket.set_nonblocking(true)?;
+    let mut socket = UdpSocket::from_std(socket);
     let bound = socket.local_addr()?;
     let host = SocketAddr::new(settings.host_ip, bound.port());
     let mut config = EngineConfig::new(host);
@@ -205,71 +262,177 @@ pub fn spawn(
     config.max_call_length = settings.max_call_length;
     config.ring_timeout = settings.ring_timeout;
     let engine = Engine::new(config, Instant::now());
+
+    let poll = Poll::new()?;
+    poll.registry()
+        .register(&mut socket, SOCKET, Interest::READABLE)?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
     let (commands, command_rx) = mpsc::channel(256);
     // Events are few per call (connected, media, keys, quality every 5 s, ended) and must not
     // be dropped (an ended call must be recorded), so this channel is not bounded; the
     // consumer is the call registry, which does no waiting of its own.
     let (events, event_rx) = mpsc::unbounded_channel();
-    let task = tokio::spawn(run(engine, socket, command_rx, events, metrics));
+    let (stopped_tx, stopped) = oneshot::channel();
+    let stop = Arc::new(AtomicBool::new(false));
+    let driver = Driver {
+        engine,
+        socket,
+        poll,
+        commands: command_rx,
+        events,
+        metrics,
+        stop: stop.clone(),
+        exported: CallStats::default(),
+    };
+    std::thread::Builder::new()
+        .name("media".into())
+        .spawn(move || {
+            driver.run();
+            let _ = stopped_tx.send(());
+        })?;
     Ok((
         Media {
             commands,
+            wake: Arc::new(WakeOnDrop(waker.clone())),
             local: host,
         },
         event_rx,
-        task,
+        MediaThread {
+            stopped,
+            stop,
+            waker,
+        },
     ))
 }
 
-async fn run(
-    mut engine: Engine,
+const SOCKET: Token = Token(0);
+const WAKE: Token = Token(1);
+
+/// Datagrams taken in one go before what they caused is sent.
+const RECEIVE_BURST: usize = 64;
+
+struct Driver {
+    engine: Engine,
     socket: UdpSocket,
-    mut commands: mpsc::Receiver<Command>,
+    poll: Poll,
+    commands: mpsc::Receiver<Command>,
     events: mpsc::UnboundedSender<MediaEvent>,
     metrics: Metrics,
-) {
-    let mut buf = vec![0u8; 2048];
-    let mut exported = CallStats::default();
-    loop {
-        let timeout = drain(&mut engine, &socket, &events, &metrics).await;
-        metrics
-            .active_calls
-            .set(i64::try_from(engine.active_calls()).unwrap_or(i64::MAX));
-        export_totals(&engine, &mut exported, &metrics);
-        tokio::select! {
-            command = commands.recv() => match command {
-                Some(command) => execute(&mut engine, command),
-                None => break,
-            },
-            received = socket.recv_from(&mut buf) => match received {
-                Ok((n, source)) => {
-                    receive(&mut engine, source, &buf[..n]);
-                    // Take what else is already waiting before answering: one pass of the
-                    // loop (and one drain) for a burst, not one per datagram.
-                    for _ in 0..RECEIVE_BURST {
-                        match socket.try_recv_from(&mut buf) {
-                            Ok((n, source)) => receive(&mut engine, source, &buf[..n]),
-                            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,
-                            Err(err) => {
-                                tracing::debug!(error = %err, "media socket receive failed");
-                                break;
-                            }
-                        }
+    stop: Arc<AtomicBool>,
+    exported: CallStats,
+}
+
+impl Driver {
+    fn run(mut self) {
+        let mut ready = Events::with_capacity(8);
+        let mut buf = vec![0u8; 2048];
+        // The socket is edge-triggered: after a burst cut short, read on without waiting.
+        let mut more_to_read = false;
+        loop {
+            let deadline = self.drain();
+            self.metrics
+                .active_calls
+                .set(i64::try_from(self.engine.active_calls()).unwrap_or(i64::MAX));
+            export_totals(&self.engine, &mut self.exported, &self.metrics);
+
+            // mio rounds the wait up to epoll's milliseconds: timers fire up to 1 ms late,
+            // which nothing here minds; audio goes out as soon as it comes in.
+            let wait = if more_to_read {
+                Duration::ZERO
+            } else {
+                deadline.saturating_duration_since(Instant::now())
+            };
+            if let Err(err) = self.poll.poll(&mut ready, Some(wait)) {
+                if err.kind() != ErrorKind::Interrupted {
+                    tracing::error!(error = %err, "media poll failed; stopping call media");
+                    break;
+                }
+            }
+            for event in &ready {
+                if event.token() == SOCKET {
+                    more_to_read = true;
+                }
+            }
+
+            if self.stop.load(Ordering::Relaxed) {
+                break;
+            }
+            loop {
+                match self.commands.try_recv() {
+                    Ok(command) => execute(&mut self.engine, command),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        self.shut_down();
+                        return;
                     }
                 }
+            }
+            if more_to_read {
+                more_to_read = self.receive_burst(&mut buf);
+            }
+            let now = Instant::now();
+            if deadline <= now {
+                self.engine.handle_timeout(now);
+            }
+        }
+        self.shut_down();
+    }
+
+    /// Reads up to a burst of datagrams; whether more may be waiting.
+    fn receive_burst(&mut self, buf: &mut [u8]) -> bool {
+        for _ in 0..RECEIVE_BURST {
+            match self.socket.recv_from(buf) {
+                Ok((n, source)) => {
+                    if !self
+                        .engine
+                        .handle_receive(Instant::now(), source, &buf[..n])
+                    {
+                        tracing::trace!(%source, bytes = n, "datagram for no call");
+                    }
+                }
+                Err(err) if err.kind() == ErrorKind::WouldBlock => return false,
                 // ICMP port unreachable from a peer that went away surfaces here on Linux.
                 Err(err) => tracing::debug!(error = %err, "media socket receive failed"),
-            },
-            () = tokio::time::sleep_until(tokio::time::Instant::from_std(timeout)) => {
-                engine.handle_timeout(Instant::now());
+            }
+        }
+        true
+    }
+
+    /// Ends what is left, politely, and lets the close datagrams out.
+    fn shut_down(&mut self) {
+        self.engine.hang_up_all(Instant::now(), EndReason::HungUp);
+        self.drain();
+        self.metrics.active_calls.set(0);
+        tracing::debug!("media engine stopped");
+    }
+
+    /// Carries out the engine's outputs until it waits; returns when it next needs time.
+    fn drain(&mut self) -> Instant {
+        loop {
+            match self.engine.poll_output() {
+                Output::Timeout(at) => return at,
+                Output::Transmit {
+                    destination,
+                    contents,
+                } => {
+                    // A full send buffer (4 MB asked for) means the host cannot keep up: drop
+                    // the datagram as the network would, rather than stall every call.
+                    if let Err(err) = self.socket.send_to(&contents, destination) {
+                        tracing::debug!(%destination, error = %err, "media send failed");
+                    }
+                }
+                Output::Event(call, event) => {
+                    if let CallEvent::Quality { loss, jitter } = &event {
+                        if let Some(loss) = loss {
+                            self.metrics.call_packet_loss.observe(f64::from(*loss));
+                        }
+                        self.metrics.call_jitter.observe(*jitter);
+                    }
+                    let _ = self.events.send(MediaEvent { call, event });
+                }
             }
         }
     }
-    // Shutting down: end what is left, politely, and let the close datagrams out.
-    engine.hang_up_all(Instant::now(), EndReason::HungUp);
-    drain(&mut engine, &socket, &events, &metrics).await;
-    metrics.active_calls.set(0);
-    tracing::debug!("media engine stopped");
 }
 
 /// Adds what the engine counted since the last export to the media counters.
@@ -298,15 +461,6 @@ fn export_totals(engine: &Engine, exported: &mut CallStats, metrics: &Metrics) {
     *exported = totals;
 }
 
-/// Datagrams taken in one go when several are waiting.
-const RECEIVE_BURST: usize = 64;
-
-fn receive(engine: &mut Engine, source: SocketAddr, datagram: &[u8]) {
-    if !engine.handle_receive(Instant::now(), source, datagram) {
-        tracing::trace!(%source, bytes = datagram.len(), "datagram for no call");
-    }
-}
-
 fn execute(engine: &mut Engine, command: Command) {
     let now = Instant::now();
     match command {
@@ -333,43 +487,5 @@ fn execute(engine: &mut Engine, command: Command) {
             }
         }
         Command::HangUp { call, reason } => engine.hang_up(now, call, reason),
-    }
-}
-
-/// Carries out the engine's outputs until it waits; returns when it next needs time.
-async fn drain(
-    engine: &mut Engine,
-    socket: &UdpSocket,
-    events: &mpsc::UnboundedSender<MediaEvent>,
-    metrics: &Metrics,
-) -> Instant {
-    loop {
-        match engine.poll_output() {
-            Output::Timeout(at) => return at,
-            Output::Transmit {
-                destination,
-                contents,
-            } => {
-                // UDP sends almost never block; only wait when the kernel buffer is full.
-                let sent = match socket.try_send_to(&contents, destination) {
-                    Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
-                        socket.send_to(&contents, destination).await
-                    }
-                    other => other,
-                };
-                if let Err(err) = sent {
-                    tracing::debug!(%destination, error = %err, "media send failed");
-                }
-            }
-            Output::Event(call, event) => {
-                if let CallEvent::Quality { loss, jitter } = &event {
-                    if let Some(loss) = loss {
-                        metrics.call_packet_loss.observe(f64::from(*loss));
-                    }
-                    metrics.call_jitter.observe(*jitter);
-                }
-                let _ = events.send(MediaEvent { call, event });
-            }
-        }
     }
 }

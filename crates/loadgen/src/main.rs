@@ -1,0 +1,599 @@
+//! `loadgen`: N concurrent WhatsApp calls against the bridge's release binary, on loopback, and
+//! what they cost it.
+//!
+//! It plays WhatsApp's side: a fake Graph API (fakes::graph) and one WhatsApp-like caller per
+//! call (str0m, ice-lite, WhatsApp's offer, real DTLS-SRTP over UDP). It starts the bridge with
+//! `VOICE_AGENT=echo`, sends each call's signed `connect` webhook, applies the bridge's answer
+//! from `pre_accept`, streams Opus-sized packets once connected and checks every echo. At the
+//! end it sends the `terminate` webhooks, checks `/health` falls back to 0 active calls, and
+//! stops the bridge with SIGTERM.
+//!
+//! ```text
+//! cargo build --release -p whatsapp-bridge -p loadgen
+//! target/release/loadgen --calls 500 --bridge target/release/whatsapp-bridge
+//! ```
+//!
+//! One JSON line goes to stdout (and is appended to `--output`), a summary to stderr. The exit
+//! status is 1 when any call failed.
+// A command-line tool: its output is the point.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod peers;
+mod proc;
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+use tokio::sync::oneshot;
+
+use crate::peers::{Callers, Control, Outcome};
+use crate::proc::{Sample, Sampler};
+
+const APP_SECRET: &str = "loadgen-app-secret";
+const PHONE_NUMBER_ID: &str = "100000000000001";
+const ACCESS_TOKEN: &str = "loadgen-graph-token";
+
+#[derive(Parser, Debug)]
+#[command(about = "N concurrent WhatsApp calls through the bridge's echo agent, measured")]
+struct Args {
+    /// Concurrent calls.
+    #[arg(long, default_value_t = 100)]
+    calls: usize,
+    /// Seconds every call streams together, once all are up.
+    #[arg(long, default_value_t = 20)]
+    duration: u64,
+    /// Calls started per second.
+    #[arg(long, default_value_t = 20)]
+    ramp: u32,
+    /// The bridge binary (the release build).
+    #[arg(long)]
+    bridge: PathBuf,
+    /// ECHO_DELAY_MS for the bridge (0: echo at once, so the round trip is the bridge's own).
+    #[arg(long, default_value_t = 0)]
+    echo_delay_ms: u64,
+    /// A name for this run in the JSON.
+    #[arg(long, default_value = "whatsapp-bridge")]
+    label: String,
+    /// Append the JSON line to this file too.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Keep the bridge's directory (database, log) and print where it is.
+    #[arg(long)]
+    keep: bool,
+}
+
+/// What the main side knows about one call.
+#[derive(Default, Clone)]
+struct Signalling {
+    webhook_at: Option<Instant>,
+    webhook_ack: Option<Duration>,
+    webhook_status: Option<u16>,
+    answer_at: Option<Instant>,
+    graph_violation: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("loadgen: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(err) => {
+            eprintln!("loadgen: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<bool> {
+    let dir = tempfile::tempdir().context("temp dir")?;
+    let graph = fakes::graph::FakeGraph::start().await;
+    let http_port = free_tcp_port()?;
+    let udp_port = free_udp_port()?;
+    let mut bridge = start_bridge(&args, dir.path(), &graph.url, http_port, udp_port)?;
+    let base = format!("http://127.0.0.1:{http_port}");
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()?;
+    let outcome = measure(&args, &graph, &client, &base, bridge.id()).await;
+    stop_bridge(&mut bridge);
+    if args.keep {
+        let kept = dir.keep();
+        eprintln!("loadgen: kept {}", kept.display());
+    }
+    let result = outcome?;
+    println!("{result}");
+    if let Some(path) = &args.output {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        writeln!(file, "{result}")?;
+    }
+    Ok(result["ok"] == result["calls"] && result["misrouted"] == 0)
+}
+
+async fn measure(
+    args: &Args,
+    graph: &fakes::graph::FakeGraph,
+    client: &reqwest::Client,
+    base: &str,
+    pid: u32,
+) -> anyhow::Result<Value> {
+    wait_healthy(client, base).await?;
+    let sampler = Sampler::start(pid)?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle = sampler.latest();
+
+    let callers = Arc::new(Callers::start(args.calls)?);
+    let calls: Arc<Mutex<Vec<Signalling>>> =
+        Arc::new(Mutex::new(vec![Signalling::default(); args.calls]));
+    let watcher = tokio::spawn(watch_graph(graph.watch(), callers.clone(), calls.clone()));
+
+    // Ramp: one connect webhook every 1/ramp s; the posts run concurrently so a slow
+    // acknowledgement does not slow the ramp.
+    let run_start = sampler.latest();
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(args.ramp)));
+    let mut posts = Vec::with_capacity(args.calls);
+    for idx in 0..args.calls {
+        tick.tick().await;
+        let (reply, offer) = oneshot::channel();
+        callers.send(Control::Offer { idx, reply });
+        let offer = offer.await.context("callers thread stopped")?;
+        let body = calls_webhook(json!({
+            "id": wacid(idx), "from": format!("4477009{idx:05}"), "to": "15550783881",
+            "event": "connect", "timestamp": "1764182400", "direction": "USER_INITIATED",
+            "session": {"sdp_type": "offer", "sdp": offer}
+        }));
+        let client = client.clone();
+        let url = format!("{base}/whatsapp-call");
+        let calls = calls.clone();
+        posts.push(tokio::spawn(async move {
+            let started = Instant::now();
+            lock(&calls)[idx].webhook_at = Some(started);
+            let status = post_signed(&client, &url, body).await;
+            let mut calls = lock(&calls);
+            calls[idx].webhook_ack = Some(started.elapsed());
+            calls[idx].webhook_status = status;
+        }));
+    }
+    for post in posts {
+        let _ = post.await;
+    }
+    // Every call has had its chance to connect (20 s from its webhook, like the anchor).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let steady_start = sampler.latest();
+    tokio::time::sleep(Duration::from_secs(args.duration)).await;
+    let steady_end = sampler.latest();
+    callers.send(Control::StopSending);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (reply, outcome) = oneshot::channel();
+    callers.send(Control::Finish { reply });
+    let outcome = outcome.await.context("callers thread stopped")?;
+
+    // Hang up: one terminate webhook per call, as WhatsApp sends them.
+    let mut terminate_errors = 0;
+    let webhook_url = format!("{base}/whatsapp-call");
+    for chunk in (0..args.calls).collect::<Vec<_>>().chunks(32) {
+        let mut posts = Vec::new();
+        for &idx in chunk {
+            let body = calls_webhook(json!({
+                "id": wacid(idx), "from": format!("4477009{idx:05}"), "to": "15550783881",
+                "event": "terminate", "timestamp": "1764182460", "direction": "USER_INITIATED",
+                "status": "COMPLETED", "start_time": "1764182400", "end_time": "1764182460",
+                "duration": 60
+            }));
+            posts.push(post_signed(client, &webhook_url, body));
+        }
+        for status in futures::future::join_all(posts).await {
+            if status != Some(200) {
+                terminate_errors += 1;
+            }
+        }
+    }
+    let active_after = wait_no_active_calls(client, base).await;
+    let run_end = sampler.latest();
+    watcher.abort();
+    let peak_rss_kb = sampler.peak_rss_kb();
+    let signalling = lock(&calls).clone();
+    Ok(summarize(
+        args,
+        &signalling,
+        outcome,
+        Window {
+            idle,
+            run_start,
+            run_end,
+            steady_start,
+            steady_end,
+            peak_rss_kb,
+        },
+        terminate_errors,
+        active_after,
+        graph,
+    ))
+}
+
+/// Applies the bridge's answer as soon as the fake Graph receives it.
+async fn watch_graph(
+    mut requests: tokio::sync::mpsc::UnboundedReceiver<fakes::graph::Recorded>,
+    callers: Arc<Callers>,
+    calls: Arc<Mutex<Vec<Signalling>>>,
+) {
+    while let Some(request) = requests.recv().await {
+        let call_id = request.body["call_id"].as_str().unwrap_or_default();
+        let Some(idx) = call_id
+            .strip_prefix("wacid.LOAD")
+            .and_then(|n| n.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        let violation =
+            if request.authorization.as_deref() != Some(&format!("Bearer {ACCESS_TOKEN}")) {
+                Some("wrong access token".to_owned())
+            } else if !request.path.contains(PHONE_NUMBER_ID) {
+                Some(format!("wrong phone number id in {}", request.path))
+            } else {
+                None
+            };
+        let mut calls = lock(&calls);
+        let Some(call) = calls.get_mut(idx) else {
+            continue;
+        };
+        if let Some(violation) = violation {
+            call.graph_violation.get_or_insert(violation);
+        }
+        match request.action.as_str() {
+            "pre_accept" | "accept" => {
+                if request.body["session"]["sdp_type"] != "answer" {
+                    call.graph_violation
+                        .get_or_insert("sdp_type is not answer".to_owned());
+                }
+                if call.answer_at.is_none() {
+                    call.answer_at = Some(Instant::now());
+                    let sdp = request.body["session"]["sdp"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned();
+                    callers.send(Control::Answer { idx, sdp });
+                }
+            }
+            other => {
+                call.graph_violation
+                    .get_or_insert(format!("the bridge sent {other}"));
+            }
+        }
+    }
+}
+
+struct Window {
+    idle: Sample,
+    run_start: Sample,
+    run_end: Sample,
+    steady_start: Sample,
+    steady_end: Sample,
+    peak_rss_kb: u64,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn summarize(
+    args: &Args,
+    signalling: &[Signalling],
+    outcome: Outcome,
+    window: Window,
+    terminate_errors: usize,
+    active_after: Option<i64>,
+    graph: &fakes::graph::FakeGraph,
+) -> Value {
+    let mut answer_us = Vec::new();
+    let mut setup_us = Vec::new();
+    let mut ack_us = Vec::new();
+    let (mut ok, mut sent, mut echoed, mut duplicates, mut misrouted) = (0, 0, 0, 0, 0);
+    let mut failures: HashMap<String, usize> = HashMap::new();
+    for (sig, call) in signalling.iter().zip(&outcome.calls) {
+        if let (Some(webhook), Some(answer)) = (sig.webhook_at, sig.answer_at) {
+            answer_us.push(us(answer.saturating_duration_since(webhook)));
+        }
+        if let Some(ack) = sig.webhook_ack {
+            ack_us.push(us(ack));
+        }
+        let setup = match (sig.webhook_at, call.first_echo_at) {
+            (Some(webhook), Some(echo)) => Some(echo.saturating_duration_since(webhook)),
+            _ => None,
+        };
+        if let Some(setup) = setup {
+            setup_us.push(us(setup));
+        }
+        let failure = if sig.webhook_status != Some(200) {
+            Some(format!("webhook status {:?}", sig.webhook_status))
+        } else if let Some(violation) = &sig.graph_violation {
+            Some(violation.clone())
+        } else if let Some(error) = &call.error {
+            Some(error.clone())
+        } else if setup.is_none_or(|s| s > Duration::from_secs(20)) {
+            Some("no echo within 20 s".to_owned())
+        } else {
+            None
+        };
+        match failure {
+            Some(failure) => *failures.entry(failure).or_default() += 1,
+            None => ok += 1,
+        }
+        sent += call.sent;
+        echoed += call.echoed;
+        duplicates += call.duplicates;
+        misrouted += call.misrouted;
+    }
+    let mut rtt_us = outcome.rtt_us;
+    let mut lag_us = outcome.send_lag_us;
+    let loss = if sent == 0 {
+        0.0
+    } else {
+        (sent.saturating_sub(echoed)) as f64 / sent as f64
+    };
+    let cores = |from: &Sample, to: &Sample| {
+        let seconds = to.at.saturating_duration_since(from.at).as_secs_f64();
+        if seconds > 0.0 {
+            (to.cpu_seconds - from.cpu_seconds) / seconds
+        } else {
+            0.0
+        }
+    };
+    let steady_cores = cores(&window.steady_start, &window.steady_end);
+    let run_cores = cores(&window.run_start, &window.run_end);
+    let gen_steady = cores(&window.steady_start.own(), &window.steady_end.own());
+    let rss_per_call_kb = if ok > 0 {
+        window.peak_rss_kb.saturating_sub(window.idle.rss_kb) / ok as u64
+    } else {
+        0
+    };
+    // In the steady window every working call streams 50 packets a second.
+    let packets_per_second = ok as f64 * 50.0;
+    let cpu_us_per_packet = if packets_per_second > 0.0 {
+        steady_cores * 1e6 / packets_per_second
+    } else {
+        0.0
+    };
+    let graph_counts: HashMap<String, usize> =
+        graph
+            .actions()
+            .into_iter()
+            .fold(HashMap::new(), |mut m, a| {
+                *m.entry(a).or_default() += 1;
+                m
+            });
+    let result = json!({
+        "label": args.label,
+        "calls": args.calls,
+        "ok": ok,
+        "duration_s": args.duration,
+        "ramp_per_s": args.ramp,
+        "echo_delay_ms": args.echo_delay_ms,
+        "packets_sent": sent,
+        "packets_echoed": echoed,
+        "loss": round(loss * 100.0, 4),
+        "duplicates": duplicates,
+        "misrouted": misrouted,
+        "rtt_ms": dist(&mut rtt_us, 1000.0),
+        "setup_ms": dist(&mut setup_us, 1000.0),
+        "answer_ms": dist(&mut answer_us, 1000.0),
+        "webhook_ack_ms": dist(&mut ack_us, 1000.0),
+        "bridge_cpu_cores_steady": round(steady_cores, 3),
+        "bridge_cpu_cores_run": round(run_cores, 3),
+        "bridge_cpu_us_per_echoed_packet": round(cpu_us_per_packet, 2),
+        "bridge_rss_idle_mb": round(window.idle.rss_kb as f64 / 1024.0, 1),
+        "bridge_rss_peak_mb": round(window.peak_rss_kb as f64 / 1024.0, 1),
+        "bridge_rss_per_call_kb": rss_per_call_kb,
+        "loadgen_cpu_cores_steady": round(gen_steady, 3),
+        "loadgen_send_lag_ms": dist(&mut lag_us, 1000.0),
+        "graph_requests": graph_counts,
+        "terminate_webhook_errors": terminate_errors,
+        "active_calls_after_terminate": active_after,
+        "failures": failures,
+    });
+    eprintln!(
+        "{}: {}/{} calls ok, loss {:.3}%, rtt p50 {} p99 {} ms, setup p50 {} p99 {} ms, webhook→pre_accept p50 {} p99 {} ms; bridge {:.3} cores steady ({:.1} µs/packet), RSS {:.1} MB peak ({} KB/call over {:.1} MB idle); loadgen {:.3} cores",
+        args.label,
+        ok,
+        args.calls,
+        loss * 100.0,
+        result["rtt_ms"]["p50"],
+        result["rtt_ms"]["p99"],
+        result["setup_ms"]["p50"],
+        result["setup_ms"]["p99"],
+        result["answer_ms"]["p50"],
+        result["answer_ms"]["p99"],
+        steady_cores,
+        cpu_us_per_packet,
+        window.peak_rss_kb as f64 / 1024.0,
+        rss_per_call_kb,
+        window.idle.rss_kb as f64 / 1024.0,
+        gen_steady,
+    );
+    result
+}
+
+/// p50/p90/p99/max of `values` (in `unit`s per millisecond).
+fn dist<T: Copy + Ord + Into<f64>>(values: &mut [T], per_ms: f64) -> Value {
+    if values.is_empty() {
+        return json!(null);
+    }
+    values.sort_unstable();
+    let at = |q: f64| {
+        let i = ((values.len() as f64 - 1.0) * q).round() as usize;
+        round(values[i].into() / per_ms, 3)
+    };
+    json!({"p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "max": at(1.0), "count": values.len()})
+}
+
+fn us(d: Duration) -> u32 {
+    u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
+}
+
+fn round(v: f64, places: i32) -> f64 {
+    let f = 10f64.powi(places);
+    (v * f).round() / f
+}
+
+fn wacid(idx: usize) -> String {
+    format!("wacid.LOAD{idx:06}")
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn calls_webhook(call: Value) -> String {
+    json!({
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "102290129340398", "changes": [{"field": "calls", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550783881", "phone_number_id": PHONE_NUMBER_ID},
+            "contacts": [{"profile": {"name": "Load"}, "wa_id": call["from"]}],
+            "calls": [call]
+        }}]}]
+    })
+    .to_string()
+}
+
+/// POSTs a webhook signed as Meta signs it; the status, or None when it did not get through.
+async fn post_signed(client: &reqwest::Client, url: &str, body: String) -> Option<u16> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(APP_SECRET.as_bytes()).ok()?;
+    mac.update(body.as_bytes());
+    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("x-hub-signature-256", signature)
+        .body(body)
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .ok()
+        .map(|r| r.status().as_u16())
+}
+
+fn start_bridge(
+    args: &Args,
+    dir: &std::path::Path,
+    graph_url: &str,
+    http_port: u16,
+    udp_port: u16,
+) -> anyhow::Result<Child> {
+    let log = std::fs::File::create(dir.join("bridge.log"))?;
+    let database = format!("sqlite://{}", dir.join("bridge.db").display());
+    let child = Command::new(&args.bridge)
+        // Its own directory: no developer's .env is picked up.
+        .current_dir(dir)
+        .env("PORT", http_port.to_string())
+        .env("WHATSAPP_APP_SECRET", APP_SECRET)
+        .env("WHATSAPP_PHONE_NUMBER_ID", PHONE_NUMBER_ID)
+        .env("WHATSAPP_ACCESS_TOKEN", ACCESS_TOKEN)
+        .env("WHATSAPP_VERIFY_TOKEN", "loadgen-verify-token")
+        .env("WHATSAPP_GRAPH_URL", graph_url)
+        .env("WHATSAPP_API_VERSION", "v23.0")
+        .env("RTC_UDP_PORT", udp_port.to_string())
+        .env("RTC_BIND_ADDRESS", "127.0.0.1")
+        .env("STUN_SERVER", "none")
+        .env("MAX_CONCURRENT_CALLS", (args.calls + 10).to_string())
+        .env("VOICE_AGENT", "echo")
+        .env("ECHO_DELAY_MS", args.echo_delay_ms.to_string())
+        .env("DATABASE_URL", database)
+        .env("LOG_LEVEL", "warn")
+        .env("LOG_FORMAT", "json")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("cannot start {}", args.bridge.display()))?;
+    Ok(child)
+}
+
+fn stop_bridge(bridge: &mut Child) {
+    if let Ok(pid) = i32::try_from(bridge.id()) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = bridge.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("loadgen: the bridge did not stop within 15 s of SIGTERM; killing it");
+    let _ = bridge.kill();
+    let _ = bridge.wait();
+}
+
+async fn wait_healthy(client: &reqwest::Client, base: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(response) = client.get(format!("{base}/health")).send().await {
+            if response.status().is_success() {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("the bridge did not answer /health within 60 s (see its log with --keep)");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `/health`'s `active_calls` once it is 0, or what it still says after 10 s.
+async fn wait_no_active_calls(client: &reqwest::Client, base: &str) -> Option<i64> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let active = async {
+            let health: Value = client
+                .get(format!("{base}/health"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            health["active_calls"].as_i64()
+        }
+        .await;
+        if active == Some(0) || Instant::now() > deadline {
+            return active;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn free_tcp_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn free_udp_port() -> anyhow::Result<u16> {
+    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}

@@ -1,0 +1,62 @@
+//! The load generator still measures what it says: a few calls through the bridge binary built
+//! next to it.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// The `whatsapp-bridge` binary cargo built for this test run (same profile directory).
+fn bridge_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test path");
+    // target/<profile>/deps/smoke-<hash> → target/<profile>/whatsapp-bridge
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("profile directory");
+    let bridge = profile_dir.join("whatsapp-bridge");
+    assert!(
+        bridge.exists(),
+        "{} is missing: run the workspace's tests (cargo nextest run --workspace), which build it",
+        bridge.display()
+    );
+    bridge
+}
+
+#[test]
+fn a_few_calls_stream_through_the_bridge_and_every_packet_comes_back() {
+    let output = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args([
+            "--calls",
+            "3",
+            "--duration",
+            "2",
+            "--ramp",
+            "10",
+            "--bridge",
+        ])
+        .arg(bridge_binary())
+        .output()
+        .expect("loadgen runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "loadgen failed: {stderr}");
+    let result: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("one JSON line on stdout");
+    assert_eq!(result["ok"], 3, "{result}");
+    assert_eq!(result["misrouted"], 0, "{result}");
+    assert_eq!(result["active_calls_after_terminate"], 0, "{result}");
+    let sent = result["packets_sent"].as_u64().expect("sent");
+    let echoed = result["packets_echoed"].as_u64().expect("echoed");
+    assert!(
+        sent >= 3 * 50 * 2,
+        "three calls streamed for two seconds: {result}"
+    );
+    assert!(echoed * 100 >= sent * 99, "under 1% lost: {result}");
+    assert!(result["rtt_ms"]["p50"].as_f64().is_some(), "{result}");
+    assert_eq!(
+        result["graph_requests"]["pre_accept"], 3,
+        "one pre_accept per call: {result}"
+    );
+    assert!(
+        result["bridge_rss_peak_mb"].as_f64().unwrap_or(0.0) > 0.0,
+        "the bridge's memory was read: {result}"
+    );
+}
