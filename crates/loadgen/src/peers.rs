@@ -345,8 +345,17 @@ impl Driver {
         let Some(Some(peer)) = self.peers.get_mut(idx) else {
             return;
         };
+        // str0m releases a packet just written at a timeout "now": feed it at once (as the
+        // bridge's engine does), or the packet would wait for this thread's next timer and
+        // that wait would count as the bridge's round trip.
+        let now = Instant::now();
+        let mut immediate = 4;
         loop {
             match peer.rtc.poll_output() {
+                Ok(Output::Timeout(at)) if at <= now && immediate > 0 => {
+                    immediate -= 1;
+                    let _ = peer.rtc.handle_input(Input::Timeout(now));
+                }
                 Ok(Output::Timeout(at)) => {
                     if peer.scheduled.is_none_or(|s| at < s) {
                         peer.scheduled = Some(at);

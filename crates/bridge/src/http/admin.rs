@@ -269,3 +269,47 @@ async fn hang_up(
     )
     .into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    /// docs/openapi.yaml is what operators and their tools read: every route and every error
+    /// code this module can answer must be in it.
+    #[test]
+    fn the_openapi_document_covers_every_route_and_error_code() {
+        let source = include_str!("admin.rs");
+        let openapi = include_str!("../../../../docs/openapi.yaml");
+        let quoted_after = |marker: &str| -> Vec<String> {
+            source
+                .split(marker)
+                .skip(1)
+                .filter_map(|rest| rest.split('"').next())
+                .map(str::to_owned)
+                .collect()
+        };
+        let routes = quoted_after(".route(\"");
+        assert!(routes.len() >= 3, "routes found: {routes:?}");
+        for route in routes {
+            assert!(
+                openapi.contains(&format!("\n  {route}:\n")),
+                "docs/openapi.yaml has no path {route}"
+            );
+        }
+        let mut codes = quoted_after("code: \"");
+        // Codes that come from elsewhere: GraphError labels passed through, the shared ones.
+        codes.extend(
+            [
+                "uncallable",
+                "calling_disabled",
+                "not_found",
+                "unauthorized",
+            ]
+            .map(String::from),
+        );
+        for code in codes {
+            assert!(
+                openapi.contains(&format!("`{code}`")),
+                "docs/openapi.yaml does not mention the error code `{code}`"
+            );
+        }
+    }
+}

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Call relay benchmark: N concurrent WhatsApp calls through the release build's echo agent on
+# loopback, measured by our load generator (crates/loadgen) and, with --anchor, side by side with
+# the Pion anchor in the same run (../shared/bench/pion-anchor, its compare.sh and callgen).
+# docs/performance.md records the numbers.
+#
+#   bench/calls/run.sh [calls] [--anchor]        # default 500 calls, 20 s of streaming
+#
+# Results are appended as JSON lines to bench/calls/results.jsonl (ignored by git) unless
+# RESULTS=path is set.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+calls=500
+anchor=false
+for arg in "$@"; do
+  case $arg in
+    --anchor) anchor=true ;;
+    ''|*[!0-9]*) echo "usage: $0 [calls] [--anchor]" >&2; exit 2 ;;
+    *) calls=$arg ;;
+  esac
+done
+target=${CARGO_TARGET_DIR:-target}
+results=${RESULTS:-bench/calls/results.jsonl}
+duration=${DURATION:-20}
+ramp=${RAMP:-25}
+stamp=$(date -u +%Y-%m-%dT%H:%MZ)
+
+cargo build --release --locked -p whatsapp-bridge -p loadgen >&2
+bridge="$target/release/whatsapp-bridge"
+
+echo "== loadgen: $calls calls, ${duration}s streaming, ramp $ramp/s" >&2
+"$target/release/loadgen" --calls "$calls" --duration "$duration" --ramp "$ramp" \
+  --bridge "$bridge" --label "ours $stamp" --output "$results" >/dev/null
+
+if $anchor; then
+  anchor_dir=${PION_ANCHOR_DIR:-../shared/bench/pion-anchor}
+  if [ ! -x "$anchor_dir/compare.sh" ]; then
+    echo "no Pion anchor at $anchor_dir (set PION_ANCHOR_DIR)" >&2
+    exit 1
+  fi
+  "$anchor_dir/build.sh" >&2
+  # The anchor's README: 300 calls, ours and Pion one after the other in the same run; only
+  # ratios from one run mean anything on a shared machine.
+  anchor_calls=${ANCHOR_CALLS:-300}
+  echo "== Pion anchor comparison: $anchor_calls calls" >&2
+  ours=$(ECHO_DELAY_MS=0 RTC_BIND_ADDRESS=127.0.0.1 LOG_LEVEL=warn \
+    "$anchor_dir/compare.sh" -n "$anchor_calls" -l ours -o "${results%.jsonl}.anchor.jsonl" "$bridge" | grep '^RESULT')
+  pion=$("$anchor_dir/compare.sh" -n "$anchor_calls" -l pion -o "${results%.jsonl}.anchor.jsonl" pion | grep '^RESULT')
+  echo "$ours"
+  echo "$pion"
+  field() { sed -E "s/.* $1=([0-9.]+).*/\1/" <<<"$2"; }
+  awk -v oc="$(field cpu "$ours")" -v pc="$(field cpu "$pion")" \
+      -v orss="$(field rss_per_call "$ours")" -v prss="$(field rss_per_call "$pion")" \
+      -v oa="$(field answer_p99 "$ours")" -v pa="$(field answer_p99 "$pion")" \
+      'BEGIN { printf "RATIO cpu=%.3f (target <= 0.2) rss_per_call=%.3f (target <= 0.333) answer_p99 ours %s ms vs pion %s ms\n", oc/pc, orss/prss, oa, pa }'
+fi
