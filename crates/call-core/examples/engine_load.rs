@@ -90,6 +90,49 @@ fn drain_peer(peer: &mut Peer, net: &mut Net) {
     }
 }
 
+/// The engine, its peers and the network between them.
+struct World {
+    engine: Engine,
+    peers: Vec<Peer>,
+    net: Net,
+    engine_addr: SocketAddr,
+    engine_timeout: Instant,
+    by_addr: std::collections::HashMap<SocketAddr, usize>,
+}
+
+impl World {
+    /// One instant of virtual time: deliver, run due timers, deliver what they caused.
+    fn step(&mut self, now: Instant) {
+        self.deliver(now);
+        if self.engine_timeout <= now {
+            self.engine.handle_timeout(now);
+        }
+        // Sends what the timeout released; the deadline is read after the second delivery.
+        drain_engine(&mut self.engine, &mut self.net, self.engine_addr);
+        for peer in self.peers.iter_mut().filter(|p| p.timeout <= now) {
+            peer.rtc.handle_input(Input::Timeout(now)).expect("timeout");
+            drain_peer(peer, &mut self.net);
+        }
+        self.deliver(now);
+        self.engine_timeout = drain_engine(&mut self.engine, &mut self.net, self.engine_addr);
+    }
+
+    fn deliver(&mut self, now: Instant) {
+        while let Some((from, to, datagram)) = self.net.pop_front() {
+            if to == self.engine_addr {
+                self.engine.handle_receive(now, from, &datagram);
+            } else if let Some(&i) = self.by_addr.get(&to) {
+                let receive = Receive::new(Protocol::Udp, from, to, &datagram).expect("datagram");
+                self.peers[i]
+                    .rtc
+                    .handle_input(Input::Receive(now, receive))
+                    .expect("input");
+                drain_peer(&mut self.peers[i], &mut self.net);
+            }
+        }
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let calls: usize = args.get(1).and_then(|v| v.parse().ok()).unwrap_or(300);
@@ -139,43 +182,26 @@ fn main() {
         peers.push(peer);
         handles.push(handle);
     }
-    let mut engine_timeout = drain_engine(&mut engine, &mut net, engine_addr);
+    let engine_timeout = drain_engine(&mut engine, &mut net, engine_addr);
     let by_addr: std::collections::HashMap<SocketAddr, usize> =
         peers.iter().enumerate().map(|(i, p)| (p.addr, i)).collect();
 
-    let deliver = |engine: &mut Engine, peers: &mut Vec<Peer>, net: &mut Net, now: Instant| {
-        while let Some((from, to, datagram)) = net.pop_front() {
-            if to == engine_addr {
-                engine.handle_receive(now, from, &datagram);
-            } else if let Some(&i) = by_addr.get(&to) {
-                let receive = Receive::new(Protocol::Udp, from, to, &datagram).expect("datagram");
-                peers[i]
-                    .rtc
-                    .handle_input(Input::Receive(now, receive))
-                    .expect("input");
-                drain_peer(&mut peers[i], net);
-            }
-        }
+    let mut world = World {
+        engine,
+        peers,
+        net,
+        engine_addr,
+        engine_timeout,
+        by_addr,
     };
 
     // Connect everyone (virtual time, 1 ms steps).
-    while !peers.iter().all(|p| p.connected) {
+    while !world.peers.iter().all(|p| p.connected) {
         now += Duration::from_millis(1);
-        deliver(&mut engine, &mut peers, &mut net, now);
-        if engine_timeout <= now {
-            engine.handle_timeout(now);
-        }
-        // Sends what the timeout released; the deadline is read after the second delivery.
-        drain_engine(&mut engine, &mut net, engine_addr);
-        for peer in peers.iter_mut().filter(|p| p.timeout <= now) {
-            peer.rtc.handle_input(Input::Timeout(now)).expect("timeout");
-            drain_peer(peer, &mut net);
-        }
-        deliver(&mut engine, &mut peers, &mut net, now);
-        engine_timeout = drain_engine(&mut engine, &mut net, engine_addr);
+        world.step(now);
     }
     for handle in &handles {
-        engine.start_media(now, *handle).expect("call");
+        world.engine.start_media(now, *handle).expect("call");
     }
     let setup_cpu = cpu_secs() - setup_cpu;
 
@@ -186,7 +212,7 @@ fn main() {
     let payload: Arc<[u8]> = Arc::from(vec![0x48u8; 60]);
     for _ in 0..frames {
         now += Duration::from_millis(20);
-        for peer in peers.iter_mut() {
+        for peer in world.peers.iter_mut() {
             peer.seq += 1;
             let seq: SeqNo = peer.seq.into();
             if let Some(stream) = peer.rtc.direct_api().stream_tx_by_mid(peer.mid, None) {
@@ -198,23 +224,13 @@ fn main() {
                     payload.clone(),
                 ));
             }
-            drain_peer(peer, &mut net);
+            drain_peer(peer, &mut world.net);
         }
-        deliver(&mut engine, &mut peers, &mut net, now);
-        if engine_timeout <= now {
-            engine.handle_timeout(now);
-        }
-        // Sends what the timeout released; the deadline is read after the second delivery.
-        drain_engine(&mut engine, &mut net, engine_addr);
-        for peer in peers.iter_mut().filter(|p| p.timeout <= now) {
-            peer.rtc.handle_input(Input::Timeout(now)).expect("timeout");
-            drain_peer(peer, &mut net);
-        }
-        deliver(&mut engine, &mut peers, &mut net, now);
-        engine_timeout = drain_engine(&mut engine, &mut net, engine_addr);
+        world.step(now);
     }
     let stream_cpu = cpu_secs() - stream_cpu;
     let sent = frames * calls as u64;
+    let World { engine, peers, .. } = world;
     let echoed: u64 = peers.iter().map(|p| p.received).sum();
     let rss = rss_kb();
     // The peers are in this process too: count the engine's share by dropping them.

@@ -21,13 +21,18 @@ fn payload(i: usize) -> Vec<u8> {
     p
 }
 
-#[test]
-fn the_answer_to_a_whatsapp_offer_is_active_full_ice_with_whatsapps_audio() {
-    let offer = std::fs::read_to_string(concat!(
+/// A real WhatsApp offer, as logged in production (CRLF lines).
+fn recorded_whatsapp_offer() -> String {
+    std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../bridge/tests/fixtures/sdp/whatsapp_offer.sdp"
     ))
-    .expect("fixture");
+    .expect("fixture")
+}
+
+#[test]
+fn the_answer_to_a_whatsapp_offer_is_active_full_ice_with_whatsapps_audio() {
+    let offer = recorded_whatsapp_offer();
     let mut sim = Sim::with_config(|mut c| {
         c.public = Some("203.0.113.9:40000".parse().expect("addr"));
         c
@@ -66,12 +71,7 @@ fn the_answer_to_a_whatsapp_offer_is_active_full_ice_with_whatsapps_audio() {
 #[test]
 fn audio_header_extensions_keep_the_offers_ids_and_transport_wide_cc_is_declined() {
     // The shape the Pion anchor's callers (and older WhatsApp notes) use: ids 1, 3 and 5.
-    let offer = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../bridge/tests/fixtures/sdp/whatsapp_offer.sdp"
-    ))
-    .expect("fixture")
-    .replace(
+    let offer = recorded_whatsapp_offer().replace(
         "a=mid:audio\r\n",
         "a=mid:audio\r\n\
          a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level\r\n\

@@ -4,8 +4,10 @@
 //!
 //! - [`whatsapp_peer`]: WhatsApp's media server (ice-lite, WhatsApp's SDP shape, Opus).
 //! - [`graph`]: the Graph API's `calls` endpoint.
+//! - [`webhook`]: Meta's webhook envelope and signature.
 // Test code: the events and variants not named are the ones a test does not look at.
 #![allow(clippy::wildcard_enum_match_arm)]
 
 pub mod graph;
+pub mod webhook;
 pub mod whatsapp_peer;

@@ -78,6 +78,25 @@ pub fn offer(rtc: &mut Rtc) -> (Mid, SdpPendingOffer, String) {
     (mid, pending, text)
 }
 
+/// Applies the bridge's answer to our pending offer. With none pending it was applied already
+/// (WhatsApp gets the same SDP in `pre_accept` and `accept`): Ok.
+///
+/// # Errors
+/// An unparsable answer, or one str0m refuses.
+pub fn apply_answer(
+    rtc: &mut Rtc,
+    pending: Option<SdpPendingOffer>,
+    answer: &str,
+) -> Result<(), String> {
+    let Some(pending) = pending else {
+        return Ok(());
+    };
+    let answer = SdpAnswer::from_sdp_string(answer).map_err(|e| e.to_string())?;
+    rtc.sdp_api()
+        .accept_answer(pending, answer)
+        .map_err(|e| e.to_string())
+}
+
 /// What a [`UdpPeer`] has seen.
 #[derive(Debug, Default, Clone)]
 pub struct Observed {
@@ -291,14 +310,9 @@ fn execute(state: &mut State, command: Command) {
             let _ = reply.send(text);
         }
         Command::AcceptAnswer(answer, reply) => {
-            let result = match (state.pending.take(), SdpAnswer::from_sdp_string(&answer)) {
-                (Some(pending), Ok(answer)) => state
-                    .rtc
-                    .sdp_api()
-                    .accept_answer(pending, answer)
-                    .map_err(|e| e.to_string()),
-                (None, _) => Err("no offer pending".to_owned()),
-                (_, Err(e)) => Err(e.to_string()),
+            let result = match state.pending.take() {
+                None => Err("no offer pending".to_owned()),
+                pending => apply_answer(&mut state.rtc, pending, &answer),
             };
             let _ = reply.send(result);
         }

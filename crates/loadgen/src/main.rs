@@ -30,9 +30,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
-use sha2::Sha256;
 use tokio::sync::oneshot;
 
 use crate::peers::{Callers, Control, Outcome};
@@ -464,23 +462,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn calls_webhook(call: Value) -> String {
-    json!({
-        "object": "whatsapp_business_account",
-        "entry": [{"id": "102290129340398", "changes": [{"field": "calls", "value": {
-            "messaging_product": "whatsapp",
-            "metadata": {"display_phone_number": "15550783881", "phone_number_id": PHONE_NUMBER_ID},
-            "contacts": [{"profile": {"name": "Load"}, "wa_id": call["from"]}],
-            "calls": [call]
-        }}]}]
-    })
-    .to_string()
+    let from = call["from"].as_str().unwrap_or_default().to_owned();
+    fakes::webhook::calls_envelope(PHONE_NUMBER_ID, &from, "Load", call)
 }
 
 /// POSTs a webhook signed as Meta signs it; the status, or None when it did not get through.
 async fn post_signed(client: &reqwest::Client, url: &str, body: String) -> Option<u16> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(APP_SECRET.as_bytes()).ok()?;
-    mac.update(body.as_bytes());
-    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    let signature = fakes::webhook::signature(APP_SECRET, body.as_bytes());
     client
         .post(url)
         .header("content-type", "application/json")

@@ -24,7 +24,7 @@ use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 use nix::sys::socket::{recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, SockaddrIn};
 use nix::sys::time::TimeSpec;
-use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::change::SdpPendingOffer;
 use str0m::media::{Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{RtpWrite, SeqNo};
@@ -193,16 +193,8 @@ impl Driver {
             },
             Control::Answer { idx, sdp } => {
                 if let Some(Some(peer)) = self.peers.get_mut(idx) {
-                    let applied = match (peer.pending.take(), SdpAnswer::from_sdp_string(&sdp)) {
-                        (Some(pending), Ok(answer)) => peer
-                            .rtc
-                            .sdp_api()
-                            .accept_answer(pending, answer)
-                            .map_err(|e| e.to_string()),
-                        // Already applied (pre_accept, then accept with the same SDP).
-                        (None, _) => Ok(()),
-                        (_, Err(e)) => Err(e.to_string()),
-                    };
+                    let pending = peer.pending.take();
+                    let applied = fakes::whatsapp_peer::apply_answer(&mut peer.rtc, pending, &sdp);
                     if let Err(err) = applied {
                         peer.report.error = Some(format!("bad answer: {err}"));
                     }

@@ -25,16 +25,7 @@ fn calls_env(extra: &[(&'static str, &str)]) -> Options {
 }
 
 fn calls_value(call: Value) -> String {
-    json!({
-        "object": "whatsapp_business_account",
-        "entry": [{"id": "102290129340398", "changes": [{"field": "calls", "value": {
-            "messaging_product": "whatsapp",
-            "metadata": {"display_phone_number": "15550783881", "phone_number_id": PHONE_NUMBER_ID},
-            "contacts": [{"profile": {"name": "Kerry Fisher"}, "wa_id": USER_WA_ID}],
-            "calls": [call]
-        }}]}]
-    })
-    .to_string()
+    fakes::webhook::calls_envelope(PHONE_NUMBER_ID, USER_WA_ID, "Kerry Fisher", call)
 }
 
 /// WhatsApp's `connect` webhook for a user calling us.
