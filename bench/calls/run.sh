@@ -32,6 +32,12 @@ bridge="$target/release/whatsapp-bridge"
 echo "== loadgen: $calls calls, ${duration}s streaming, ramp $ramp/s" >&2
 "$target/release/loadgen" --calls "$calls" --duration "$duration" --ramp "$ramp" \
   --bridge "$bridge" --label "ours $stamp" --output "$results" >/dev/null
+# The same with the media thread at real-time priority, where the system allows it (the
+# bridge's log says if it does not: see docs/performance.md).
+echo "== loadgen: the same with RTC_REALTIME_PRIORITY=true" >&2
+"$target/release/loadgen" --calls "$calls" --duration "$duration" --ramp "$ramp" \
+  --bridge "$bridge" --bridge-env RTC_REALTIME_PRIORITY=true \
+  --label "ours realtime $stamp" --output "$results" >/dev/null
 
 if $anchor; then
   anchor_dir=${PION_ANCHOR_DIR:-../shared/bench/pion-anchor}

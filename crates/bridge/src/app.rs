@@ -157,6 +157,7 @@ impl AppBuilder {
             media_timeout: config.calls.media_timeout,
             max_call_length: config.calls.max_duration,
             ring_timeout: config.calls.ring_timeout,
+            realtime_priority: config.calls.realtime_priority,
         };
         tracing::info!(
             media = %SocketAddr::new(host_ip, media_port),

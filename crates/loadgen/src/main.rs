@@ -67,6 +67,16 @@ struct Args {
     /// Keep the bridge's directory (database, log) and print where it is.
     #[arg(long)]
     keep: bool,
+    /// More settings for the bridge, NAME=VALUE (repeatable), e.g. RTC_REALTIME_PRIORITY=true.
+    #[arg(long = "bridge-env", value_parser = parse_env)]
+    bridge_env: Vec<(String, String)>,
+}
+
+fn parse_env(value: &str) -> Result<(String, String), String> {
+    value
+        .split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("`{value}` is not NAME=VALUE"))
 }
 
 /// What the main side knows about one call.
@@ -387,6 +397,7 @@ fn summarize(
         "duration_s": args.duration,
         "ramp_per_s": args.ramp,
         "echo_delay_ms": args.echo_delay_ms,
+        "bridge_env": args.bridge_env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
         "packets_sent": sent,
         "packets_echoed": echoed,
         "loss": round(loss * 100.0, 4),
@@ -509,6 +520,7 @@ fn start_bridge(
         .env("DATABASE_URL", database)
         .env("LOG_LEVEL", "warn")
         .env("LOG_FORMAT", "json")
+        .envs(args.bridge_env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)

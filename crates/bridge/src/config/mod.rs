@@ -237,6 +237,8 @@ pub struct CallsConfig {
     pub public_ip: Option<IpAddr>,
     /// STUN server `host:port`; `None` to skip discovery.
     pub stun_server: Option<String>,
+    /// Ask for real-time scheduling for the media thread.
+    pub realtime_priority: bool,
     /// Calls held at once.
     pub max_concurrent_calls: u32,
     /// The agent.
@@ -727,6 +729,7 @@ impl Reader<'_> {
             }),
             stun_server: Some(self.string_or_default("STUN_SERVER"))
                 .filter(|s| !s.eq_ignore_ascii_case("none")),
+            realtime_priority: self.boolean("RTC_REALTIME_PRIORITY"),
             max_concurrent_calls: self.parsed_in("MAX_CONCURRENT_CALLS", 1..=100_000),
             voice_agent,
             echo_delay: Duration::from_millis(self.parsed_in("ECHO_DELAY_MS", 0..=10_000)),

@@ -79,6 +79,7 @@ pub const SETTINGS: &[Setting] = &[
     setting("RTC_HOST_IP", "the bind address, or this host's outward IP when binding to all", "The IP put in calls' host candidate (the address peers on the same network reach)."),
     setting("RTC_PUBLIC_IP", "", "Public IP for media candidates. Unset: discovered with STUN at start."),
     setting("STUN_SERVER", "stun.l.google.com:19302", "STUN server (host:port) used at start to discover the media socket's public address when RTC_PUBLIC_IP is not set; none to skip."),
+    setting("RTC_REALTIME_PRIORITY", "false", "Run the call media thread at real-time priority (SCHED_FIFO 10), so audio is not held up behind other work on a busy host. Needs CAP_SYS_NICE (docker run --cap-add SYS_NICE, or systemd AmbientCapabilities=CAP_SYS_NICE); without it the bridge warns and runs at normal priority."),
     setting("MAX_CONCURRENT_CALLS", "100", "Calls held at once; over it new calls are rejected cleanly."),
     setting("VOICE_AGENT", "realtime with AI keys, else echo", "What answers call audio: realtime (OpenAI/Azure), echo (returns the caller's audio) or silence (sends silence; for tests)."),
     setting("ECHO_DELAY_MS", "500", "How long the echo agent waits before returning the caller's audio."),

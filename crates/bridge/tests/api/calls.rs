@@ -761,3 +761,52 @@ async fn an_aiortc_caller_hears_its_tone_back_through_the_echo_agent() {
     assert_eq!(ended.end_reason.as_deref(), Some("completed"));
     app.stop().await.expect("clean stop");
 }
+
+/// The scheduling policy of this process's thread named `name` (stat(5) field 41: 0 normal,
+/// 1 SCHED_FIFO).
+fn thread_policy(name: &str) -> Option<u32> {
+    std::fs::read_dir("/proc/self/task").ok()?.find_map(|task| {
+        let dir = task.ok()?.path();
+        let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+        if comm.trim() != name {
+            return None;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+        let (_, after_name) = stat.rsplit_once(')')?;
+        // `after_name` starts at field 3.
+        after_name.split_whitespace().nth(41 - 3)?.parse().ok()
+    })
+}
+
+#[tokio::test]
+async fn with_realtime_priority_the_media_thread_is_fifo_when_the_system_allows_it() {
+    // Whether this machine grants real-time scheduling (CAP_SYS_NICE), asked the same way.
+    let allowed = std::thread::spawn(|| {
+        use thread_priority::*;
+        set_thread_priority_and_policy(
+            thread_native_id(),
+            ThreadPriority::Crossplatform(ThreadPriorityValue::try_from(10u8).expect("value")),
+            ThreadSchedulePolicy::Realtime(RealtimeThreadSchedulePolicy::Fifo),
+        )
+        .is_ok()
+    })
+    .join()
+    .expect("probe thread");
+
+    let db = TestDb::sqlite();
+    let app = spawn_app_with(&db, calls_env(&[("RTC_REALTIME_PRIORITY", "true")])).await;
+    let wacid = "wacid.E2E.REALTIME";
+    let peer = answered_inbound_call(&app, wacid).await;
+    assert_eq!(
+        thread_policy("media"),
+        Some(u32::from(allowed)),
+        "SCHED_FIFO exactly when the system allows it (allowed: {allowed})"
+    );
+    // Calls work either way.
+    peer.talk(10, payload).await;
+    peer.wait_for(Duration::from_secs(5), |o| {
+        o.received.iter().filter(|p| p.0 == 111).count() >= 10
+    })
+    .await;
+    app.stop().await.expect("clean stop");
+}
