@@ -536,24 +536,26 @@ impl Engine {
         self.drain(handle);
     }
 
-    /// The call a datagram belongs to.
-    fn owner(&self, source: SocketAddr, contents: &[u8], input: &Input) -> Option<CallHandle> {
+    /// The call a datagram belongs to. A source found the slow way (STUN username, or asking
+    /// every call) is remembered, so the call's later datagrams take the first lookup.
+    fn owner(&mut self, source: SocketAddr, contents: &[u8], input: &Input) -> Option<CallHandle> {
         if let Some(call) = self.by_remote.get(&source) {
             if self.calls.get(call).is_some_and(|c| c.rtc.accepts(input)) {
                 return Some(*call);
             }
         }
-        if let Ok(stun) = StunMessage::parse(contents) {
-            if let Some((local, _remote)) = stun.split_username() {
-                if let Some(call) = self.by_ufrag.get(local) {
-                    return Some(*call);
-                }
-            }
-        }
-        self.calls
-            .iter()
-            .find(|(_, c)| c.rtc.accepts(input))
-            .map(|(handle, _)| *handle)
+        let by_username = StunMessage::parse(contents).ok().and_then(|stun| {
+            let (local, _remote) = stun.split_username()?;
+            self.by_ufrag.get(local).copied()
+        });
+        let call = by_username.or_else(|| {
+            self.calls
+                .iter()
+                .find(|(_, c)| c.rtc.accepts(input))
+                .map(|(handle, _)| *handle)
+        })?;
+        self.by_remote.insert(source, call);
+        Some(call)
     }
 
     /// Drains a call's `Rtc` to its timeout, handling its events.
@@ -586,7 +588,6 @@ impl Engine {
                     break;
                 }
                 RtcOutput::Transmit(transmit) => {
-                    self.by_remote.insert(transmit.destination, handle);
                     self.outputs.push_back(Output::Transmit {
                         destination: transmit.destination,
                         contents: transmit.contents.into(),

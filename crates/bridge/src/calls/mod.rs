@@ -36,7 +36,7 @@ use tokio::task::JoinHandle;
 use crate::clock::Clock;
 use crate::domain::{
     CallChannel, CallConnect, CallStatusUpdate, CallTerminate, Contact, InboundEvent,
-    SessionDescription, TerminateStatus, WaCallId, WaId,
+    SessionDescription, WaCallId, WaId,
 };
 use crate::events::handlers::{CallEvents, Handled, HandlerError, RecordCalls};
 use crate::media::{Media, MediaError, MediaEvent};
@@ -124,10 +124,12 @@ impl Shared {
         wa: Option<&WaCallId>,
     ) -> Option<mpsc::UnboundedSender<CallMsg>> {
         let registry = self.registry();
-        let id = id
-            .map(str::to_owned)
-            .or_else(|| wa.and_then(|w| registry.by_wa.get(w).cloned()))?;
-        registry.by_id.get(&id).cloned()
+        id.and_then(|id| registry.by_id.get(id))
+            .or_else(|| {
+                wa.and_then(|w| registry.by_wa.get(w))
+                    .and_then(|id| registry.by_id.get(id))
+            })
+            .cloned()
     }
 
     pub(crate) fn attach_handle(&self, id: &str, handle: CallHandle) {
@@ -177,6 +179,15 @@ impl Shared {
             Ok(_) => {}
             Err(err) => tracing::error!(call_id = id, error = %err, "could not record call state"),
         }
+    }
+
+    /// Observes how long an inbound call took from its webhook to `stage` (`pre_accept`,
+    /// `accept`, `first_media`).
+    pub(crate) fn observe_setup(&self, stage: &str, since: Instant) {
+        self.metrics
+            .call_setup
+            .with_label_values(&[stage])
+            .observe(since.elapsed().as_secs_f64());
     }
 
     /// Counts an ended call.
@@ -319,9 +330,11 @@ impl Calls {
         futures::future::join_all(hangups).await;
     }
 
-    fn send_to(&self, id: Option<&str>, wa: &WaCallId, msg: CallMsg) -> bool {
+    /// Hands `msg` to the live task of the call a webhook is about: by the callback data we
+    /// put on the call (when it is one of our call ids), else by WhatsApp's id.
+    fn send_to(&self, callback: Option<&str>, wa: &WaCallId, msg: CallMsg) -> bool {
         self.shared
-            .task_for(id, Some(wa))
+            .task_for(callback.filter(|c| is_call_id(c)), Some(wa))
             .is_some_and(|task| task.send(msg).is_ok())
     }
 
@@ -440,21 +453,13 @@ impl CallEvents for Calls {
         event: &InboundEvent,
         terminate: &CallTerminate,
     ) -> Result<Handled, HandlerError> {
-        let reason = match terminate.status {
-            TerminateStatus::Completed => EndReason::Completed,
-            TerminateStatus::Rejected => EndReason::Rejected,
-            TerminateStatus::Failed | TerminateStatus::Other(_) => EndReason::Failed,
-        };
         let msg = CallMsg::Terminated {
-            reason,
+            reason: terminate.end_reason(),
             duration_secs: terminate.duration_secs,
-            error_code: terminate.errors.iter().find_map(|e| e.code),
+            error_code: terminate.error_code(),
         };
         if self.send_to(
-            terminate
-                .biz_opaque_callback_data
-                .as_deref()
-                .filter(|d| is_call_id(d)),
+            terminate.biz_opaque_callback_data.as_deref(),
             &terminate.call_id,
             msg,
         ) {
@@ -470,10 +475,7 @@ impl CallEvents for Calls {
     ) -> Result<Handled, HandlerError> {
         let msg = CallMsg::Status(status.status.clone());
         if self.send_to(
-            status
-                .biz_opaque_callback_data
-                .as_deref()
-                .filter(|d| is_call_id(d)),
+            status.biz_opaque_callback_data.as_deref(),
             &status.call_id,
             msg,
         ) {

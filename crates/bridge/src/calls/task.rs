@@ -84,21 +84,13 @@ pub(crate) async fn run_inbound(
         refuse(&shared, &graph, &id, &wa, Some(handle)).await;
         return;
     }
-    shared
-        .metrics
-        .call_setup
-        .with_label_values(&["pre_accept"])
-        .observe(received.elapsed().as_secs_f64());
+    shared.observe_setup("pre_accept", received);
     if let Err(err) = graph.accept(&wa, &answer, &id).await {
         tracing::warn!(call_id = %id, error = %err, "accept failed; rejecting");
         refuse(&shared, &graph, &id, &wa, Some(handle)).await;
         return;
     }
-    shared
-        .metrics
-        .call_setup
-        .with_label_values(&["accept"])
-        .observe(received.elapsed().as_secs_f64());
+    shared.observe_setup("accept", received);
     shared.record(&id, CallSignal::Answered, None, None).await;
     shared.media.start_media(handle).await;
     tracing::info!(call_id = %id, "inbound call answered");
@@ -280,11 +272,7 @@ async fn run_live(shared: &Shared, mut live: Live, rx: &mut mpsc::UnboundedRecei
             }
             CallMsg::Media(CallEvent::MediaStarted) => {
                 if live.direction == CallDirection::Inbound {
-                    shared
-                        .metrics
-                        .call_setup
-                        .with_label_values(&["first_media"])
-                        .observe(live.started.elapsed().as_secs_f64());
+                    shared.observe_setup("first_media", live.started);
                 }
             }
             CallMsg::Media(CallEvent::Dtmf(key)) => {

@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use call_core::CallDirection;
+use call_core::{CallDirection, EndReason};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -275,6 +275,22 @@ pub struct CallTerminate {
     pub biz_opaque_callback_data: Option<String>,
     /// Errors inside the call object and at `value` level.
     pub errors: Vec<WhatsAppError>,
+}
+
+impl CallTerminate {
+    /// How the call ended, as our records name it.
+    pub fn end_reason(&self) -> EndReason {
+        match self.status {
+            TerminateStatus::Completed => EndReason::Completed,
+            TerminateStatus::Rejected => EndReason::Rejected,
+            TerminateStatus::Failed | TerminateStatus::Other(_) => EndReason::Failed,
+        }
+    }
+
+    /// WhatsApp's error code, if it reported one (138021: no media for too long, ...).
+    pub fn error_code(&self) -> Option<i64> {
+        self.errors.iter().find_map(|e| e.code)
+    }
 }
 
 /// A business-initiated call's status.

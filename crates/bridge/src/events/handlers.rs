@@ -9,12 +9,12 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use call_core::{CallSignal, EndReason};
+use call_core::CallSignal;
 
 use crate::clock::Clock;
 use crate::domain::{
     CallChannel, CallConnect, CallStatusKind, CallStatusUpdate, CallTerminate, InboundEvent,
-    InboundMessage, MessageContent, MessageStatusUpdate, TerminateStatus, UserId,
+    InboundMessage, MessageContent, MessageStatusUpdate, UserId,
 };
 use crate::store::{CallSignalRecord, Recorded, StatusApplied, Store, StoreError};
 use crate::telemetry::masked;
@@ -224,18 +224,13 @@ impl CallEvents for RecordCalls {
         event: &InboundEvent,
         terminate: &CallTerminate,
     ) -> Result<Handled, HandlerError> {
-        let reason = match terminate.status {
-            TerminateStatus::Completed => EndReason::Completed,
-            TerminateStatus::Rejected => EndReason::Rejected,
-            TerminateStatus::Failed | TerminateStatus::Other(_) => EndReason::Failed,
-        };
         self.record(
             event,
             &terminate.call_id,
             terminate.direction,
-            CallSignal::Ended(reason),
+            CallSignal::Ended(terminate.end_reason()),
             terminate.duration_secs,
-            terminate.errors.iter().find_map(|e| e.code),
+            terminate.error_code(),
         )
         .await
     }

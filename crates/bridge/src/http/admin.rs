@@ -84,6 +84,14 @@ fn bad_json(rejection: &JsonRejection) -> ApiError {
     }
 }
 
+/// A WhatsApp number from request field `field`, or a 400 that names the field.
+fn phone_number(field: &str, value: &str) -> Result<WaId, ApiError> {
+    WaId::parse(value).map_err(|e| ApiError::BadRequest {
+        code: "invalid_phone_number",
+        message: format!("`{field}`: {e}"),
+    })
+}
+
 #[derive(Deserialize)]
 struct PlaceCall {
     to: String,
@@ -96,10 +104,7 @@ async fn place_call(
     body: Result<Json<PlaceCall>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(body) = body.map_err(|r| bad_json(&r))?;
-    let to = WaId::parse(&body.to).map_err(|e| ApiError::BadRequest {
-        code: "invalid_phone_number",
-        message: format!("`to`: {e}"),
-    })?;
+    let to = phone_number("to", &body.to)?;
     let calls = state.calls.as_ref().ok_or_else(|| ApiError::Unavailable {
         code: "calls_disabled",
         message: "calls are not available on this instance".to_owned(),
@@ -186,10 +191,7 @@ async fn list_calls(
     let user = match query.user {
         None => None,
         Some(wa_id) => {
-            let wa_id = WaId::parse(&wa_id).map_err(|e| ApiError::BadRequest {
-                code: "invalid_phone_number",
-                message: format!("`user`: {e}"),
-            })?;
+            let wa_id = phone_number("user", &wa_id)?;
             match state
                 .store
                 .user_by_wa_id(&wa_id)

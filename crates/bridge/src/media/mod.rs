@@ -29,6 +29,7 @@ use call_core::{
 };
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
+use prometheus::IntCounter;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::telemetry::Metrics;
@@ -282,9 +283,9 @@ pub fn spawn(
         poll,
         commands: command_rx,
         events,
+        totals: Totals::new(&metrics),
         metrics,
         stop: stop.clone(),
-        exported: CallStats::default(),
     };
     let realtime = settings.realtime_priority;
     std::thread::Builder::new()
@@ -359,7 +360,7 @@ struct Driver {
     events: mpsc::UnboundedSender<MediaEvent>,
     metrics: Metrics,
     stop: Arc<AtomicBool>,
-    exported: CallStats,
+    totals: Totals,
 }
 
 impl Driver {
@@ -373,7 +374,7 @@ impl Driver {
             self.metrics
                 .active_calls
                 .set(i64::try_from(self.engine.active_calls()).unwrap_or(i64::MAX));
-            export_totals(&self.engine, &mut self.exported, &self.metrics);
+            self.totals.export(self.engine.totals());
 
             // mio rounds the wait up to epoll's milliseconds: timers fire up to 1 ms late,
             // which nothing here minds; audio goes out as soon as it comes in.
@@ -475,30 +476,43 @@ impl Driver {
     }
 }
 
-/// Adds what the engine counted since the last export to the media counters.
-fn export_totals(engine: &Engine, exported: &mut CallStats, metrics: &Metrics) {
-    let totals = engine.totals();
-    if totals == *exported {
-        return;
+/// The media counters, resolved once (a label lookup per loop would be work on the hot path),
+/// and what the engine had counted when they were last brought up to date.
+struct Totals {
+    packets_in: IntCounter,
+    packets_out: IntCounter,
+    bytes_in: IntCounter,
+    bytes_out: IntCounter,
+    exported: CallStats,
+}
+
+impl Totals {
+    fn new(metrics: &Metrics) -> Self {
+        Self {
+            packets_in: metrics.media_packets.with_label_values(&["in"]),
+            packets_out: metrics.media_packets.with_label_values(&["out"]),
+            bytes_in: metrics.media_bytes.with_label_values(&["in"]),
+            bytes_out: metrics.media_bytes.with_label_values(&["out"]),
+            exported: CallStats::default(),
+        }
     }
-    let delta = |now: u64, before: u64| now.saturating_sub(before);
-    metrics
-        .media_packets
-        .with_label_values(&["in"])
-        .inc_by(delta(totals.packets_in, exported.packets_in));
-    metrics
-        .media_packets
-        .with_label_values(&["out"])
-        .inc_by(delta(totals.packets_out, exported.packets_out));
-    metrics
-        .media_bytes
-        .with_label_values(&["in"])
-        .inc_by(delta(totals.bytes_in, exported.bytes_in));
-    metrics
-        .media_bytes
-        .with_label_values(&["out"])
-        .inc_by(delta(totals.bytes_out, exported.bytes_out));
-    *exported = totals;
+
+    /// Adds what the engine counted since the last export.
+    fn export(&mut self, totals: CallStats) {
+        if totals == self.exported {
+            return;
+        }
+        let before = self.exported;
+        self.packets_in
+            .inc_by(totals.packets_in.saturating_sub(before.packets_in));
+        self.packets_out
+            .inc_by(totals.packets_out.saturating_sub(before.packets_out));
+        self.bytes_in
+            .inc_by(totals.bytes_in.saturating_sub(before.bytes_in));
+        self.bytes_out
+            .inc_by(totals.bytes_out.saturating_sub(before.bytes_out));
+        self.exported = totals;
+    }
 }
 
 fn execute(engine: &mut Engine, command: Command) {

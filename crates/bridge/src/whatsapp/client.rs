@@ -247,13 +247,8 @@ impl GraphClient {
     /// # Errors
     /// See [`GraphError`].
     pub async fn pre_accept(&self, call: &WaCallId, answer: &str) -> Result<(), GraphError> {
-        let body = json!({
-            "messaging_product": "whatsapp",
-            "call_id": call.as_str(),
-            "action": "pre_accept",
-            "session": {"sdp_type": "answer", "sdp": answer},
-        });
-        self.send(CallAction::PreAccept, Some(call), None, body)
+        let fields = json!({"session": {"sdp_type": "answer", "sdp": answer}});
+        self.send(CallAction::PreAccept, Some(call), None, fields)
             .await
             .map(drop)
     }
@@ -268,14 +263,11 @@ impl GraphClient {
         answer: &str,
         callback_data: &str,
     ) -> Result<(), GraphError> {
-        let body = json!({
-            "messaging_product": "whatsapp",
-            "call_id": call.as_str(),
-            "action": "accept",
+        let fields = json!({
             "session": {"sdp_type": "answer", "sdp": answer},
             "biz_opaque_callback_data": callback_data,
         });
-        self.send(CallAction::Accept, Some(call), None, body)
+        self.send(CallAction::Accept, Some(call), None, fields)
             .await
             .map(drop)
     }
@@ -285,9 +277,7 @@ impl GraphClient {
     /// # Errors
     /// See [`GraphError`].
     pub async fn reject(&self, call: &WaCallId) -> Result<(), GraphError> {
-        let body =
-            json!({"messaging_product": "whatsapp", "call_id": call.as_str(), "action": "reject"});
-        self.send(CallAction::Reject, Some(call), None, body)
+        self.send(CallAction::Reject, Some(call), None, json!({}))
             .await
             .map(drop)
     }
@@ -297,8 +287,7 @@ impl GraphClient {
     /// # Errors
     /// See [`GraphError`].
     pub async fn terminate(&self, call: &WaCallId) -> Result<(), GraphError> {
-        let body = json!({"messaging_product": "whatsapp", "call_id": call.as_str(), "action": "terminate"});
-        self.send(CallAction::Terminate, Some(call), None, body)
+        self.send(CallAction::Terminate, Some(call), None, json!({}))
             .await
             .map(drop)
     }
@@ -315,14 +304,13 @@ impl GraphClient {
         offer: &str,
         callback_data: &str,
     ) -> Result<WaCallId, GraphError> {
-        let body = json!({
-            "messaging_product": "whatsapp",
-            "to": to.as_str(),
-            "action": "connect",
+        let fields = json!({
             "session": {"sdp_type": "offer", "sdp": offer},
             "biz_opaque_callback_data": callback_data,
         });
-        let answer = self.send(CallAction::Connect, None, Some(to), body).await?;
+        let answer = self
+            .send(CallAction::Connect, None, Some(to), fields)
+            .await?;
         let id = answer
             .get("calls")
             .and_then(|calls| calls.get(0))
@@ -332,14 +320,27 @@ impl GraphClient {
         WaCallId::parse(id).map_err(|e| GraphError::Unexpected(e.to_string()))
     }
 
-    /// Sends one action with the retry policy above; logs and counts it.
+    /// Sends one action (its `action`, `call_id`/`to` and `messaging_product` added to `fields`)
+    /// with the retry policy above; logs and counts it.
     async fn send(
         &self,
         action: CallAction,
         call: Option<&WaCallId>,
         to: Option<&WaId>,
-        body: Value,
+        fields: Value,
     ) -> Result<Value, GraphError> {
+        // The request names its action and call (or callee) once: here, from the arguments
+        // the logs and metrics use too.
+        let mut body = json!({"messaging_product": "whatsapp", "action": action.as_str()});
+        if let Some(call) = call {
+            body["call_id"] = json!(call.as_str());
+        }
+        if let Some(to) = to {
+            body["to"] = json!(to.as_str());
+        }
+        if let (Value::Object(body), Value::Object(fields)) = (&mut body, fields) {
+            body.extend(fields);
+        }
         let started = Instant::now();
         let attempt = || async {
             if !self.breaker.is_call_permitted() {
