@@ -4,8 +4,10 @@
 //!   a real phone with no AI at all.
 //! - [`AgentKind::Silence`] sends Opus silence frames: a steady outgoing stream for tests.
 //!
-//! The realtime model leg (a second WebRTC leg relayed without transcoding) is the agent the
-//! voice-assistant work adds; it plugs into the same place in [`crate::engine`].
+//! - [`AgentKind::Model`] relays the caller's audio to a second WebRTC leg (the realtime
+//!   model's) and the model's audio back, Opus as it comes, no transcoding. The engine owns the
+//!   model leg; this agent only holds what cannot be sent yet: caller audio from before the model
+//!   leg is up, and model audio from before the call is answered.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -21,6 +23,8 @@ pub enum AgentKind {
     },
     /// Sends silence.
     Silence,
+    /// Relays to and from the call's model leg ([`crate::Engine::offer_model_leg`]).
+    Model,
 }
 
 /// An Opus packet of 20 ms of silence (TOC 0xF8: CELT fullband 20 ms, one frame).
@@ -53,6 +57,15 @@ pub(crate) enum Agent {
         next: Option<Instant>,
         rtp_time: u32,
     },
+    Relay {
+        /// Caller audio the model leg cannot take yet: (RTP time relative to the first caller
+        /// packet, payload).
+        to_model: VecDeque<(u32, Arc<[u8]>)>,
+        first_caller: Option<u32>,
+        /// Model audio the caller cannot take yet (the call is not answered).
+        to_caller: VecDeque<(u32, Arc<[u8]>)>,
+        first_model: Option<u32>,
+    },
 }
 
 impl Agent {
@@ -67,22 +80,58 @@ impl Agent {
                 next: None,
                 rtp_time: 0,
             },
+            AgentKind::Model => Agent::Relay {
+                to_model: VecDeque::new(),
+                first_caller: None,
+                to_caller: VecDeque::new(),
+                first_model: None,
+            },
         }
     }
 
     /// Caller audio (Opus), heard at `now`.
     pub(crate) fn caller_audio(&mut self, now: Instant, rtp_time: u32, payload: Arc<[u8]>) {
-        if let Agent::Echo {
-            delay,
-            queue,
-            first_rtp,
+        match self {
+            Agent::Echo {
+                delay,
+                queue,
+                first_rtp,
+            } => {
+                let first = *first_rtp.get_or_insert(rtp_time);
+                if queue.len() >= MAX_EARLY {
+                    queue.pop_front();
+                }
+                queue.push_back((now + *delay, rtp_time.wrapping_sub(first), payload));
+            }
+            Agent::Relay {
+                to_model,
+                first_caller,
+                ..
+            } => push_bounded(to_model, first_caller, rtp_time, payload),
+            Agent::Silence { .. } => {}
+        }
+    }
+
+    /// Model audio (Opus) for the caller: held until [`Agent::poll`] (relay only).
+    pub(crate) fn model_audio(&mut self, rtp_time: u32, payload: Arc<[u8]>) {
+        if let Agent::Relay {
+            to_caller,
+            first_model,
+            ..
         } = self
         {
-            let first = *first_rtp.get_or_insert(rtp_time);
-            if queue.len() >= MAX_EARLY {
-                queue.pop_front();
-            }
-            queue.push_back((now + *delay, rtp_time.wrapping_sub(first), payload));
+            push_bounded(to_caller, first_model, rtp_time, payload);
+        }
+    }
+
+    /// Caller audio waiting for the model leg, in order (relay only).
+    pub(crate) fn take_for_model(&mut self, out: &mut Vec<AgentPacket>) {
+        if let Agent::Relay { to_model, .. } = self {
+            out.extend(
+                to_model
+                    .drain(..)
+                    .map(|(rtp_time, payload)| AgentPacket { rtp_time, payload }),
+            );
         }
     }
 
@@ -101,6 +150,8 @@ impl Agent {
                 }
             }
             Agent::Silence { next, .. } => *next = Some(now),
+            // Relayed audio goes out as it comes; what waited goes out at the next poll.
+            Agent::Relay { .. } => {}
         }
     }
 
@@ -124,6 +175,11 @@ impl Agent {
                     *next = Some(due + FRAME);
                 }
             }
+            Agent::Relay { to_caller, .. } => out.extend(
+                to_caller
+                    .drain(..)
+                    .map(|(rtp_time, payload)| AgentPacket { rtp_time, payload }),
+            ),
         }
     }
 
@@ -132,8 +188,24 @@ impl Agent {
         match self {
             Agent::Echo { queue, .. } => queue.front().map(|(due, _, _)| *due),
             Agent::Silence { next, .. } => *next,
+            Agent::Relay { .. } => None,
         }
     }
+}
+
+/// Queues a packet with its RTP time relative to the stream's first, dropping the oldest
+/// beyond [`MAX_EARLY`].
+fn push_bounded(
+    queue: &mut VecDeque<(u32, Arc<[u8]>)>,
+    first: &mut Option<u32>,
+    rtp_time: u32,
+    payload: Arc<[u8]>,
+) {
+    let first = *first.get_or_insert(rtp_time);
+    if queue.len() >= MAX_EARLY {
+        queue.pop_front();
+    }
+    queue.push_back((rtp_time.wrapping_sub(first), payload));
 }
 
 #[cfg(test)]
@@ -179,6 +251,28 @@ mod tests {
         assert!(out.is_empty(), "the replay keeps the delay");
         agent.poll(start + Duration::from_secs(5), &mut out);
         assert_eq!(out.len(), 50);
+    }
+
+    #[test]
+    fn the_relay_keeps_both_directions_until_they_can_be_sent() {
+        let t0 = Instant::now();
+        let mut agent = Agent::new(AgentKind::Model);
+        for i in 0..3u32 {
+            agent.caller_audio(t0, 7000 + i * 960, Arc::from([i as u8].as_slice()));
+        }
+        agent.model_audio(100, Arc::from([9u8].as_slice()));
+        agent.model_audio(100 + 960, Arc::from([10u8].as_slice()));
+        let mut out = Vec::new();
+        agent.take_for_model(&mut out);
+        assert_eq!(
+            out.iter().map(|p| p.rtp_time).collect::<Vec<_>>(),
+            [0, 960, 1920]
+        );
+        out.clear();
+        agent.poll(t0, &mut out);
+        assert_eq!(out.iter().map(|p| p.rtp_time).collect::<Vec<_>>(), [0, 960]);
+        assert_eq!(&*out[1].payload, &[10]);
+        assert_eq!(agent.next_due(), None, "a relay has no timer of its own");
     }
 
     #[test]

@@ -18,6 +18,16 @@
 //! All legs share one socket. An incoming datagram is matched to its leg by the remote address
 //! (learned from every datagram a leg sends), then, for STUN, by our ICE ufrag in the USERNAME
 //! (we choose each leg's ufrag), and only then by asking each leg (`Rtc::accepts`).
+//!
+//! # Model legs
+//!
+//! A call answered by the realtime model ([`AgentKind::Model`]) has a second leg, to the
+//! model's WebRTC endpoint, on the same socket: we offer it ([`Engine::offer_model_leg`]: audio
+//! and the `oai-events` data channel), the shell exchanges the SDP over HTTP and hands back the
+//! answer ([`Engine::accept_model_answer`]). Opus is relayed between the legs as it comes, with
+//! each leg's own sequence numbers, timestamps and SSRC; DTMF stays on the user's leg. The shell
+//! never sees the model leg's handle: its events come as the call's (`CallEvent::Model*`), and
+//! losing it does not end the call (the shell decides: re-establish or hang up).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -26,6 +36,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::channel::ChannelId;
 use str0m::format::{Codec, FormatParams};
 use str0m::ice::{IceCreds, StunMessage};
 use str0m::media::{Direction, Frequency, MediaKind, Mid, Pt};
@@ -42,6 +53,8 @@ use crate::sdp;
 pub const OPUS_PT: u8 = 111;
 /// WhatsApp's telephone-event payload type.
 pub const TELEPHONE_EVENT_PT: u8 = 126;
+/// The data channel OpenAI's realtime endpoint carries its JSON events on.
+pub const MODEL_CHANNEL: &str = "oai-events";
 
 /// An engine's call: a small handle the shell maps to its own call id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -96,6 +109,9 @@ pub enum CallError {
     /// The call is not in a state for this (an answer to a call we did not offer).
     #[error("the call is not waiting for this: {0}")]
     WrongState(&'static str),
+    /// The model's data channel has no room for the message now (it is sending a backlog).
+    #[error("the model's data channel is full")]
+    ChannelFull,
     /// str0m refused (a bug, or a peer doing something unexpected).
     #[error("WebRTC error: {0}")]
     Rtc(#[from] str0m::RtcError),
@@ -140,6 +156,20 @@ pub enum CallEvent {
         /// Interarrival jitter, seconds.
         jitter: f64,
     },
+    /// The model leg's ICE and DTLS are up: caller audio flows to the model.
+    ModelConnected,
+    /// The model's event channel is open: messages can be sent.
+    ModelChannelOpen,
+    /// A text message from the model's event channel (JSON events, unparsed).
+    ModelMessage(String),
+    /// The first audio packet from the model arrived.
+    ModelAudioStarted,
+    /// The model leg is gone (closed by the model, failed, timed out, or dropped by us); the
+    /// call goes on without it.
+    ModelEnded {
+        /// Why.
+        reason: EndReason,
+    },
 }
 
 /// Packet counts for one call.
@@ -157,8 +187,22 @@ pub struct CallStats {
     pub dtmf: u64,
 }
 
-/// One call: the user's WebRTC leg and the agent answering it.
+/// What a leg is to its call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// The user's leg (WhatsApp, a browser): its handle is the call's.
+    User {
+        /// The call's model leg, while it has one.
+        model: Option<CallHandle>,
+    },
+    /// The model leg of the call `user`.
+    Model { user: CallHandle },
+}
+
+/// One leg: a user's WebRTC leg and the agent answering it, or a call's model leg (whose agent
+/// is unused: its audio is the user leg's agent's business).
 struct Call {
+    role: Role,
     rtc: Rtc,
     ufrag: String,
     /// The audio m-line, once known.
@@ -185,6 +229,10 @@ struct Call {
     ending: Option<EndReason>,
     /// The time of this call's live entry in the engine's wake-up heap.
     scheduled: Option<Instant>,
+    /// Model legs: the event channel, once open.
+    channel: Option<ChannelId>,
+    /// Model legs: when ICE lost consent (the model sends no steady audio to time out on).
+    ice_lost_at: Option<Instant>,
 }
 
 /// The engine.
@@ -192,6 +240,8 @@ pub struct Engine {
     config: EngineConfig,
     /// Boxed: a `Call` is a few KB (str0m's `Rtc` is inline) and the map keeps spare slots.
     calls: HashMap<CallHandle, Box<Call>>,
+    /// How many of `calls` are model legs.
+    model_legs: usize,
     by_remote: HashMap<SocketAddr, CallHandle>,
     by_ufrag: HashMap<String, CallHandle>,
     next_handle: u64,
@@ -217,6 +267,7 @@ impl Engine {
         Self {
             config,
             calls: HashMap::new(),
+            model_legs: 0,
             by_remote: HashMap::new(),
             by_ufrag: HashMap::new(),
             next_handle: 1,
@@ -233,12 +284,14 @@ impl Engine {
 
     /// Calls held now.
     pub fn active_calls(&self) -> usize {
-        self.calls.len()
+        self.calls.len() - self.model_legs
     }
 
     /// Whether the call exists.
     pub fn has_call(&self, call: CallHandle) -> bool {
-        self.calls.contains_key(&call)
+        self.calls
+            .get(&call)
+            .is_some_and(|c| matches!(c.role, Role::User { .. }))
     }
 
     /// Packet and byte counts of every call so far, ended ones included (monotonic).
@@ -249,7 +302,12 @@ impl Engine {
     /// Ends every call (shutdown).
     pub fn hang_up_all(&mut self, now: Instant, reason: EndReason) {
         self.now = now;
-        let handles: Vec<CallHandle> = self.calls.keys().copied().collect();
+        let handles: Vec<CallHandle> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| matches!(c.role, Role::User { .. }))
+            .map(|(h, _)| *h)
+            .collect();
         for call in handles {
             self.end(call, reason);
         }
@@ -277,7 +335,7 @@ impl Engine {
         }
         let parsed =
             SdpOffer::from_sdp_string(&prepared).map_err(|e| CallError::BadSdp(e.to_string()))?;
-        let (handle, mut call) = self.new_call(now, agent, false);
+        let (handle, mut call) = self.new_call(now, agent, Role::User { model: None });
         let answer = call
             .rtc
             .sdp_api()
@@ -314,7 +372,8 @@ impl Engine {
         agent: AgentKind,
     ) -> Result<(CallHandle, String), CallError> {
         self.now = now;
-        let (handle, mut call) = self.new_call(now, agent, true);
+        let (handle, mut call) = self.new_call(now, agent, Role::User { model: None });
+        call.negotiated_at = None;
         let mut change = call.rtc.sdp_api();
         let mid = change.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
         let (offer, pending) = change
@@ -340,6 +399,18 @@ impl Engine {
         answer: &str,
     ) -> Result<(), CallError> {
         self.now = now;
+        if !self.has_call(call) {
+            return Err(CallError::NoSuchCall);
+        }
+        self.apply_answer(now, call, answer)
+    }
+
+    fn apply_answer(
+        &mut self,
+        now: Instant,
+        call: CallHandle,
+        answer: &str,
+    ) -> Result<(), CallError> {
         let entry = self.calls.get_mut(&call).ok_or(CallError::NoSuchCall)?;
         let pending = entry
             .pending_offer
@@ -368,6 +439,112 @@ impl Engine {
         Ok(())
     }
 
+    // --- the model leg -------------------------------------------------------------------------
+
+    /// Offers the call a model leg: the SDP offer (audio and the [`MODEL_CHANNEL`] data
+    /// channel, every candidate) to send to the model's WebRTC endpoint. The call's audio,
+    /// kept since it started, flows to the model once the leg connects.
+    ///
+    /// # Errors
+    /// [`CallError::NoSuchCall`]; [`CallError::WrongState`] when the call has a model leg
+    /// already, or its agent is not [`AgentKind::Model`].
+    pub fn offer_model_leg(&mut self, now: Instant, call: CallHandle) -> Result<String, CallError> {
+        self.now = now;
+        let user = self.calls.get(&call).ok_or(CallError::NoSuchCall)?;
+        match user.role {
+            Role::User { model: None } if matches!(user.agent, Agent::Relay { .. }) => {}
+            Role::User { model: None } => {
+                return Err(CallError::WrongState("the call's agent is not the model"))
+            }
+            Role::User { model: Some(_) } => {
+                return Err(CallError::WrongState("the call has a model leg"))
+            }
+            Role::Model { .. } => return Err(CallError::NoSuchCall),
+        }
+        let (handle, mut leg) = self.new_call(now, AgentKind::Model, Role::Model { user: call });
+        let mut change = leg.rtc.sdp_api();
+        let mid = change.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
+        change.add_channel(MODEL_CHANNEL.to_owned());
+        let (offer, pending) = change
+            .apply()
+            .ok_or(CallError::WrongState("nothing to offer"))?;
+        leg.mid = Some(mid);
+        leg.pending_offer = Some(pending);
+        leg.negotiated_at = None;
+        let offer = offer.to_sdp_string();
+        if let Some(user) = self.calls.get_mut(&call) {
+            user.role = Role::User {
+                model: Some(handle),
+            };
+        }
+        self.model_legs += 1;
+        self.insert(handle, leg);
+        Ok(offer)
+    }
+
+    /// Applies the model endpoint's answer to the call's model leg offer.
+    ///
+    /// # Errors
+    /// As [`Engine::accept_answer`]; the model leg stays until the shell drops it.
+    pub fn accept_model_answer(
+        &mut self,
+        now: Instant,
+        call: CallHandle,
+        answer: &str,
+    ) -> Result<(), CallError> {
+        self.now = now;
+        let model = self.model_of(call)?;
+        self.apply_answer(now, model, answer)
+    }
+
+    /// Sends a text message (a JSON event) on the model's event channel.
+    ///
+    /// # Errors
+    /// [`CallError::WrongState`] before [`CallEvent::ModelChannelOpen`];
+    /// [`CallError::ChannelFull`] when the channel's buffer has no room.
+    pub fn send_model_message(
+        &mut self,
+        now: Instant,
+        call: CallHandle,
+        text: &str,
+    ) -> Result<(), CallError> {
+        self.now = now;
+        let model = self.model_of(call)?;
+        let leg = self.calls.get_mut(&model).ok_or(CallError::NoSuchCall)?;
+        let channel = leg.channel.ok_or(CallError::WrongState(
+            "the model's event channel is not open",
+        ))?;
+        let mut channel = leg.rtc.channel(channel).ok_or(CallError::WrongState(
+            "the model's event channel is not open",
+        ))?;
+        let written = channel.write(false, text.as_bytes())?;
+        self.drain(model);
+        if written {
+            Ok(())
+        } else {
+            Err(CallError::ChannelFull)
+        }
+    }
+
+    /// Drops the call's model leg (to replace it, or because the shell gave up on it). A
+    /// [`CallEvent::ModelEnded`] follows; the call goes on.
+    pub fn drop_model_leg(&mut self, now: Instant, call: CallHandle, reason: EndReason) {
+        self.now = now;
+        if let Ok(model) = self.model_of(call) {
+            self.end(model, reason);
+        }
+    }
+
+    fn model_of(&self, call: CallHandle) -> Result<CallHandle, CallError> {
+        match self.calls.get(&call).map(|c| c.role) {
+            Some(Role::User { model: Some(model) }) => Ok(model),
+            Some(Role::User { model: None }) => {
+                Err(CallError::WrongState("the call has no model leg"))
+            }
+            Some(Role::Model { .. }) | None => Err(CallError::NoSuchCall),
+        }
+    }
+
     /// Ends a call from our side (hang-up, shutdown, capacity). The user's side gets DTLS
     /// close; WhatsApp's side is told by the shell (Graph `terminate`).
     pub fn hang_up(&mut self, now: Instant, call: CallHandle, reason: EndReason) {
@@ -394,8 +571,9 @@ impl Engine {
             tracing::debug!(call = call.0, error = %err, "datagram refused by the call's WebRTC stack");
         }
         self.drain(call);
-        // An agent with no delay answers the packet now, not at the next wake-up.
-        self.pump_agent(call, now);
+        // An agent with no delay answers the packet now, not at the next wake-up; relayed
+        // audio goes on at once.
+        self.pump(call, now);
         true
     }
 
@@ -420,7 +598,7 @@ impl Engine {
                 }
                 self.drain(call);
             }
-            self.pump_agent(call, now);
+            self.pump(call, now);
             self.check_timers(call, now);
             self.reschedule(call);
         }
@@ -447,7 +625,7 @@ impl Engine {
 
     // --- inside -------------------------------------------------------------------------------
 
-    fn new_call(&mut self, now: Instant, agent: AgentKind, outbound: bool) -> (CallHandle, Call) {
+    fn new_call(&mut self, now: Instant, agent: AgentKind, role: Role) -> (CallHandle, Call) {
         let handle = CallHandle(self.next_handle);
         self.next_handle += 1;
         // Our own ufrag, unique per engine, so incoming STUN finds its call by name.
@@ -507,6 +685,7 @@ impl Engine {
             }
         }
         let call = Call {
+            role,
             rtc,
             ufrag,
             mid: None,
@@ -516,7 +695,7 @@ impl Engine {
             agent: Agent::new(agent),
             media_started: false,
             started_at: now,
-            negotiated_at: (!outbound).then_some(now),
+            negotiated_at: Some(now),
             connected_at: None,
             last_media: None,
             rtc_timeout: now,
@@ -526,6 +705,8 @@ impl Engine {
             stats: CallStats::default(),
             ending: None,
             scheduled: None,
+            channel: None,
+            ice_lost_at: None,
         };
         (handle, call)
     }
@@ -608,6 +789,10 @@ impl Engine {
         let Some(call) = self.calls.get_mut(&handle) else {
             return;
         };
+        if let Role::Model { user } = call.role {
+            self.on_model_event(handle, user, event);
+            return;
+        }
         match event {
             Event::Connected => {
                 call.connected_at = Some(now);
@@ -661,42 +846,135 @@ impl Engine {
         }
     }
 
+    // As `on_rtc_event`, for a model leg: its events are the user's call's.
+    #[allow(clippy::wildcard_enum_match_arm)]
+    fn on_model_event(&mut self, handle: CallHandle, user: CallHandle, event: Event) {
+        let now = self.now;
+        let Some(leg) = self.calls.get_mut(&handle) else {
+            return;
+        };
+        let event = match event {
+            Event::Connected => {
+                leg.connected_at = Some(now);
+                CallEvent::ModelConnected
+            }
+            Event::MediaAdded(added) if added.kind == MediaKind::Audio => {
+                leg.mid = Some(added.mid);
+                return;
+            }
+            Event::ChannelOpen(channel, label) if label == MODEL_CHANNEL => {
+                leg.channel = Some(channel);
+                CallEvent::ModelChannelOpen
+            }
+            Event::ChannelData(data) if Some(data.id) == leg.channel && !data.binary => {
+                match String::from_utf8(data.data) {
+                    Ok(text) => CallEvent::ModelMessage(text),
+                    Err(_) => {
+                        tracing::debug!(
+                            call = user.0,
+                            "model sent a text message that is not UTF-8"
+                        );
+                        return;
+                    }
+                }
+            }
+            Event::ChannelClose(channel) if Some(channel) == leg.channel => {
+                // The events are the leg's point: without them it is of no use.
+                leg.channel = None;
+                leg.ending = leg.ending.or(Some(EndReason::Failed));
+                return;
+            }
+            Event::RtpPacket(packet) => {
+                if packet.header.payload_type != leg.opus_pt {
+                    return;
+                }
+                let first = leg.last_media.is_none();
+                leg.last_media = Some(now);
+                leg.stats.packets_in += 1;
+                leg.stats.bytes_in += packet.payload.len() as u64;
+                self.totals.packets_in += 1;
+                self.totals.bytes_in += packet.payload.len() as u64;
+                if let Some(user_leg) = self.calls.get_mut(&user) {
+                    user_leg
+                        .agent
+                        .model_audio(packet.header.timestamp, packet.payload);
+                }
+                if !first {
+                    return;
+                }
+                CallEvent::ModelAudioStarted
+            }
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                leg.ice_lost_at = Some(now);
+                return;
+            }
+            Event::IceConnectionStateChange(_) => {
+                leg.ice_lost_at = None;
+                return;
+            }
+            Event::Closed => {
+                leg.ending = leg.ending.or(Some(EndReason::Completed));
+                return;
+            }
+            _ => return,
+        };
+        self.outputs.push_back(Output::Event(user, event));
+    }
+
+    /// Moves audio on: the agent's to the user, and between a call's legs.
+    fn pump(&mut self, handle: CallHandle, now: Instant) {
+        match self.calls.get(&handle).map(|c| c.role) {
+            Some(Role::User { model }) => {
+                self.pump_agent(handle, now);
+                if model.is_some() {
+                    self.feed_model(handle, now);
+                }
+            }
+            Some(Role::Model { user }) => {
+                self.pump_agent(user, now);
+                self.feed_model(user, now);
+            }
+            None => {}
+        }
+    }
+
+    /// Sends the caller's audio held by the relay to the call's model leg, once it is up.
+    fn feed_model(&mut self, user: CallHandle, now: Instant) {
+        let Some(Role::User { model: Some(model) }) = self.calls.get(&user).map(|c| c.role) else {
+            return;
+        };
+        if !self.calls.get(&model).is_some_and(|leg| {
+            leg.connected_at.is_some() && leg.mid.is_some() && leg.pending_offer.is_none()
+        }) {
+            return;
+        }
+        self.agent_out.clear();
+        if let Some(user_leg) = self.calls.get_mut(&user) {
+            user_leg.agent.take_for_model(&mut self.agent_out);
+        }
+        if self.agent_out.is_empty() {
+            return;
+        }
+        if let Some(leg) = self.calls.get_mut(&model) {
+            write_audio(leg, &mut self.agent_out, now, &mut self.totals);
+        }
+        self.drain(model);
+    }
+
     /// Sends what the agent has due.
     fn pump_agent(&mut self, handle: CallHandle, now: Instant) {
         let Some(call) = self.calls.get_mut(&handle) else {
             return;
         };
-        if !call.media_started || call.connected_at.is_none() {
+        if !call.media_started || call.connected_at.is_none() || call.mid.is_none() {
             return;
         }
-        let Some(mid) = call.mid else {
-            return;
-        };
         self.agent_out.clear();
         call.agent.poll(now, &mut self.agent_out);
         if self.agent_out.is_empty() {
             return;
         }
-        let pt = call.opus_pt;
-        let mut api = call.rtc.direct_api();
-        let Some(stream) = api.stream_tx_by_mid(mid, None) else {
-            return;
-        };
-        for packet in self.agent_out.drain(..) {
-            call.out_seq += 1;
-            call.stats.packets_out += 1;
-            call.stats.bytes_out += packet.payload.len() as u64;
-            self.totals.packets_out += 1;
-            self.totals.bytes_out += packet.payload.len() as u64;
-            let seq: SeqNo = call.out_seq.into();
-            stream.write_rtp(RtpWrite::new(
-                pt,
-                seq,
-                call.out_time_base.wrapping_add(packet.rtp_time),
-                now,
-                packet.payload,
-            ));
-        }
+        write_audio(call, &mut self.agent_out, now, &mut self.totals);
         self.drain(handle);
     }
 
@@ -731,16 +1009,33 @@ impl Engine {
         let Some(reason) = self.calls.get(&handle).and_then(|c| c.ending) else {
             return;
         };
-        if let Some(call) = self.calls.remove(&handle) {
-            self.by_ufrag.remove(&call.ufrag);
-            self.by_remote.retain(|_, h| *h != handle);
-            self.outputs.push_back(Output::Event(
-                handle,
-                CallEvent::Ended {
-                    reason,
-                    stats: call.stats,
-                },
-            ));
+        let Some(call) = self.calls.remove(&handle) else {
+            return;
+        };
+        self.by_ufrag.remove(&call.ufrag);
+        self.by_remote.retain(|_, h| *h != handle);
+        match call.role {
+            Role::User { model } => {
+                self.outputs.push_back(Output::Event(
+                    handle,
+                    CallEvent::Ended {
+                        reason,
+                        stats: call.stats,
+                    },
+                ));
+                if let Some(model) = model {
+                    self.end(model, reason);
+                }
+            }
+            Role::Model { user } => {
+                self.model_legs -= 1;
+                // Only a call still going hears that it lost its model.
+                if let Some(user_leg) = self.calls.get_mut(&user) {
+                    user_leg.role = Role::User { model: None };
+                    self.outputs
+                        .push_back(Output::Event(user, CallEvent::ModelEnded { reason }));
+                }
+            }
         }
     }
 
@@ -775,7 +1070,28 @@ impl Call {
             self.started_at + config.max_call_length,
             EndReason::TimedOut,
         );
-        let phase = match (self.negotiated_at, self.connected_at) {
+        let phase = match (self.role, self.connected_at) {
+            // A model leg connects within the connect timeout from its offer (the HTTP exchange
+            // included), and then lives until it closes or loses ICE consent for good: the model
+            // sends audio only when it speaks.
+            (Role::Model { .. }, None) => {
+                (self.started_at + config.connect_timeout, EndReason::Failed)
+            }
+            (Role::Model { .. }, Some(_)) => match self.ice_lost_at {
+                Some(lost) => (lost + config.media_timeout, EndReason::Failed),
+                None => longest,
+            },
+            (Role::User { .. }, _) => self.user_phase(config),
+        };
+        if phase.0 < longest.0 {
+            phase
+        } else {
+            longest
+        }
+    }
+
+    fn user_phase(&self, config: &EngineConfig) -> (Instant, EndReason) {
+        match (self.negotiated_at, self.connected_at) {
             // Outbound, not answered yet: the phone rings.
             (None, _) => (
                 self.started_at + config.ring_timeout,
@@ -788,11 +1104,6 @@ impl Call {
                 self.last_media.unwrap_or(connected) + config.media_timeout,
                 EndReason::TimedOut,
             ),
-        };
-        if phase.0 < longest.0 {
-            phase
-        } else {
-            longest
         }
     }
 
@@ -805,6 +1116,41 @@ impl Call {
             }
         }
         wake
+    }
+}
+
+/// Writes `packets` (agent or relayed audio, RTP times relative to the stream's start) on the
+/// leg's audio stream with the leg's own sequence numbers and timestamp base.
+fn write_audio(
+    leg: &mut Call,
+    packets: &mut Vec<AgentPacket>,
+    now: Instant,
+    totals: &mut CallStats,
+) {
+    let Some(mid) = leg.mid else {
+        packets.clear();
+        return;
+    };
+    let pt = leg.opus_pt;
+    let mut api = leg.rtc.direct_api();
+    let Some(stream) = api.stream_tx_by_mid(mid, None) else {
+        packets.clear();
+        return;
+    };
+    for packet in packets.drain(..) {
+        leg.out_seq += 1;
+        leg.stats.packets_out += 1;
+        leg.stats.bytes_out += packet.payload.len() as u64;
+        totals.packets_out += 1;
+        totals.bytes_out += packet.payload.len() as u64;
+        let seq: SeqNo = leg.out_seq.into();
+        stream.write_rtp(RtpWrite::new(
+            pt,
+            seq,
+            leg.out_time_base.wrapping_add(packet.rtp_time),
+            now,
+            packet.payload,
+        ));
     }
 }
 

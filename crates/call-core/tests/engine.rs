@@ -7,7 +7,7 @@ mod sim;
 use std::time::Duration;
 
 use call_core::dtmf::TelephoneEvent;
-use call_core::{AgentKind, CallError, CallEvent, EndReason};
+use call_core::{AgentKind, CallError, CallEvent, CallHandle, EndReason, EngineConfig};
 use sim::{Sim, WHATSAPP_FMTP};
 
 const ECHO: AgentKind = AgentKind::Echo {
@@ -374,4 +374,216 @@ fn datagrams_from_strangers_are_not_taken() {
         &[0x80, 111, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1]
     ));
     assert!(!sim.engine.handle_receive(sim.now, stranger, &[]));
+}
+
+// --- the model leg ---------------------------------------------------------------------------
+
+const OPENAI: &str = "13.65.240.10:3478";
+
+fn model_events(sim: &Sim, call: CallHandle) -> Vec<CallEvent> {
+    sim.events_of(call)
+        .into_iter()
+        .filter(|e| {
+            matches!(
+                e,
+                CallEvent::ModelConnected
+                    | CallEvent::ModelChannelOpen
+                    | CallEvent::ModelMessage(_)
+                    | CallEvent::ModelAudioStarted
+                    | CallEvent::ModelEnded { .. }
+            )
+        })
+        .cloned()
+        .collect()
+}
+
+/// An inbound call answered by the model: the WhatsApp peer, the call, the model peer.
+fn call_with_model(sim: &mut Sim) -> (usize, CallHandle, usize) {
+    let p = sim.add_peer("157.240.19.130:3480");
+    let call = sim.inbound_call(p, AgentKind::Model);
+    sim.run_until(Duration::from_secs(2), |s| s.peers[p].connected);
+    // The caller speaks before the model leg exists: nothing of it may be lost.
+    sim.talk(p, 5, payload);
+    let m = sim.add_model_leg(call, OPENAI);
+    sim.run_until(Duration::from_secs(3), |s| {
+        model_events(s, call).contains(&CallEvent::ModelChannelOpen)
+    });
+    (p, call, m)
+}
+
+#[test]
+fn the_model_leg_gets_the_callers_audio_including_what_came_before_it_was_up() {
+    let mut sim = Sim::new();
+    let (p, call, m) = call_with_model(&mut sim);
+    assert!(sim.peers[m].connected);
+    assert_eq!(
+        model_events(&sim, call)[..2],
+        [CallEvent::ModelConnected, CallEvent::ModelChannelOpen]
+    );
+    sim.talk(p, 5, |i| payload(i + 5));
+    sim.run_for(Duration::from_millis(100));
+    let heard: Vec<Vec<u8>> = sim.peers[m]
+        .received
+        .iter()
+        .map(|(_, p)| p.clone())
+        .collect();
+    assert_eq!(
+        heard,
+        (0..10).map(payload).collect::<Vec<_>>(),
+        "all of it, in order"
+    );
+    let times: Vec<u32> = sim.peers[m].received.iter().map(|(t, _)| *t).collect();
+    assert!(
+        times.windows(2).all(|w| w[1].wrapping_sub(w[0]) == 960),
+        "the caller's timing is kept on the model leg's own timeline"
+    );
+    // Key presses are the bridge's business, not the model's.
+    let before = sim.peers[m].received.len();
+    let now = sim.now;
+    sim.peers[p].send(now, 126, Some(5000), &[1, 0x8a, 0, 160]);
+    sim.drain_peer(p);
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(sim.peers[m].received.len(), before);
+}
+
+#[test]
+fn the_models_audio_reaches_the_caller_once_the_call_is_answered() {
+    let mut sim = Sim::new();
+    let (p, call, m) = call_with_model(&mut sim);
+    // Said before the call is answered (an outbound call still ringing): held, not played.
+    for i in 0..3 {
+        let now = sim.now;
+        sim.peers[m].send(now, 111, None, &payload(100 + i));
+        sim.drain_peer(m);
+        sim.run_for(Duration::from_millis(20));
+    }
+    assert!(model_events(&sim, call).contains(&CallEvent::ModelAudioStarted));
+    assert!(
+        sim.peers[p].received.is_empty(),
+        "nothing plays into a call not answered"
+    );
+    sim.engine.start_media(sim.now, call).expect("call exists");
+    sim.drain_engine();
+    sim.run_for(Duration::from_millis(50));
+    sim.talk(m, 2, |i| payload(103 + i));
+    sim.run_for(Duration::from_millis(50));
+    let heard: Vec<Vec<u8>> = sim.peers[p]
+        .received
+        .iter()
+        .map(|(_, p)| p.clone())
+        .collect();
+    assert_eq!(heard, (100..105).map(payload).collect::<Vec<_>>());
+}
+
+#[test]
+fn events_travel_both_ways_on_the_models_channel() {
+    let mut sim = Sim::new();
+    let (_p, call, m) = call_with_model(&mut sim);
+    sim.engine
+        .send_model_message(sim.now, call, r#"{"type":"response.create"}"#)
+        .expect("sent");
+    sim.drain_engine();
+    sim.run_for(Duration::from_millis(50));
+    assert_eq!(sim.peers[m].messages, [r#"{"type":"response.create"}"#]);
+
+    sim.peers[m].send_message(r#"{"type":"session.created"}"#);
+    sim.drain_peer(m);
+    sim.run_for(Duration::from_millis(50));
+    assert!(model_events(&sim, call).contains(&CallEvent::ModelMessage(
+        r#"{"type":"session.created"}"#.to_owned()
+    )));
+}
+
+#[test]
+fn losing_the_model_leg_leaves_the_call_up_and_a_new_one_can_replace_it() {
+    let mut sim = Sim::new();
+    let (p, call, m) = call_with_model(&mut sim);
+    sim.engine.start_media(sim.now, call).expect("call exists");
+    sim.drain_engine();
+    // The model's side goes away.
+    sim.peers[m].rtc.close().expect("close");
+    sim.drain_peer(m);
+    sim.talk(p, 5, payload);
+    assert!(model_events(&sim, call).contains(&CallEvent::ModelEnded {
+        reason: EndReason::Completed
+    }));
+    assert!(sim.engine.has_call(call), "the call goes on");
+    assert_eq!(sim.engine.active_calls(), 1);
+
+    // The caller keeps talking while the new leg comes up; the new leg hears it.
+    sim.talk(p, 3, |i| payload(50 + i));
+    let m2 = sim.add_model_leg(call, "13.65.240.11:3478");
+    sim.run_until(Duration::from_secs(3), |s| s.peers[m2].channel.is_some());
+    sim.run_for(Duration::from_millis(50));
+    let heard: Vec<Vec<u8>> = sim.peers[m2]
+        .received
+        .iter()
+        .map(|(_, p)| p.clone())
+        .collect();
+    assert!(
+        heard.ends_with(&(50..53).map(payload).collect::<Vec<_>>()),
+        "the audio said between the legs reaches the new one"
+    );
+
+    // Ending the call ends its model leg, and the call's end is the last word.
+    sim.engine.hang_up(sim.now, call, EndReason::HungUp);
+    sim.drain_engine();
+    sim.run_for(Duration::from_millis(100));
+    assert!(sim.peers[m2].closed, "the model leg was closed politely");
+    assert_eq!(sim.ended(call), Some(EndReason::HungUp));
+    assert!(matches!(
+        sim.events_of(call).last(),
+        Some(CallEvent::Ended { .. })
+    ));
+    assert_eq!(sim.engine.active_calls(), 0);
+}
+
+#[test]
+fn a_model_leg_that_never_connects_fails_alone_and_one_can_be_dropped() {
+    let mut sim = Sim::with_config(|c| EngineConfig {
+        connect_timeout: Duration::from_secs(5),
+        media_timeout: Duration::from_secs(60),
+        ..c
+    });
+    let p = sim.add_peer("157.240.19.130:3480");
+    let call = sim.inbound_call(p, AgentKind::Model);
+    // Offered, never answered (the HTTP exchange hangs).
+    sim.engine.offer_model_leg(sim.now, call).expect("offered");
+    sim.drain_engine();
+    assert!(
+        matches!(
+            sim.engine.offer_model_leg(sim.now, call),
+            Err(CallError::WrongState(_))
+        ),
+        "one model leg at a time"
+    );
+    sim.run_for(Duration::from_secs(6));
+    assert_eq!(
+        model_events(&sim, call),
+        [CallEvent::ModelEnded {
+            reason: EndReason::Failed
+        }]
+    );
+    assert!(sim.engine.has_call(call));
+
+    sim.engine
+        .offer_model_leg(sim.now, call)
+        .expect("offered again");
+    sim.engine.drop_model_leg(sim.now, call, EndReason::HungUp);
+    sim.drain_engine();
+    assert_eq!(
+        model_events(&sim, call).last(),
+        Some(&CallEvent::ModelEnded {
+            reason: EndReason::HungUp
+        })
+    );
+    assert!(sim.engine.has_call(call));
+
+    // Only a call answered by the model can have a model leg.
+    let other = sim.add_peer("157.240.19.131:3480");
+    let echo = sim.inbound_call(other, ECHO);
+    assert!(matches!(
+        sim.engine.offer_model_leg(sim.now, echo),
+        Err(CallError::WrongState(_))
+    ));
 }

@@ -3,11 +3,13 @@
 //! played by real HTTP servers and real WebRTC peers on loopback.
 //!
 //! - [`whatsapp_peer`]: WhatsApp's media server (ice-lite, WhatsApp's SDP shape, Opus).
+//! - [`realtime_peer`]: OpenAI's realtime WebRTC endpoint (audio + the `oai-events` channel).
 //! - [`graph`]: the Graph API's `calls` endpoint.
 //! - [`webhook`]: Meta's webhook envelope and signature.
 // Test code: the events and variants not named are the ones a test does not look at.
 #![allow(clippy::wildcard_enum_match_arm)]
 
 pub mod graph;
+pub mod realtime_peer;
 pub mod webhook;
 pub mod whatsapp_peer;

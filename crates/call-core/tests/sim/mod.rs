@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use call_core::{AgentKind, CallEvent, CallHandle, Engine, EngineConfig, Output};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::channel::ChannelId;
 use str0m::media::{Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{RtpWrite, SeqNo};
@@ -36,6 +37,10 @@ pub struct Peer {
     pending: Option<SdpPendingOffer>,
     /// When set, the peer drops everything (a dead media server).
     pub deaf: bool,
+    /// A model peer's event channel, once open.
+    pub channel: Option<ChannelId>,
+    /// Text messages received on it.
+    pub messages: Vec<String>,
 }
 
 impl Peer {
@@ -57,7 +62,25 @@ impl Peer {
             rtp_time: 48_000,
             pending: None,
             deaf: false,
+            channel: None,
+            messages: Vec::new(),
         }
+    }
+
+    /// A peer like OpenAI's realtime endpoint: full ICE, answers with DTLS active.
+    pub fn model(addr: &str, now: Instant) -> Self {
+        let mut peer = Self::whatsapp(addr, now);
+        peer.rtc = fakes::realtime_peer::model_rtc(now);
+        peer.rtc
+            .add_local_candidate(Candidate::host(peer.addr, "udp").expect("candidate"));
+        peer
+    }
+
+    /// Sends a text message on the model peer's channel.
+    pub fn send_message(&mut self, text: &str) {
+        let channel = self.channel.expect("channel open");
+        let mut channel = self.rtc.channel(channel).expect("channel");
+        assert!(channel.write(false, text.as_bytes()).expect("write"));
     }
 
     /// The offer WhatsApp sends in a `connect` webhook: ice-lite, `actpass`, WhatsApp's fmtp.
@@ -147,6 +170,25 @@ impl Sim {
         self.peers.len() - 1
     }
 
+    /// Gives `call` a model leg answered by a new model peer at `addr`.
+    pub fn add_model_leg(&mut self, call: CallHandle, addr: &str) -> usize {
+        self.peers.push(Peer::model(addr, self.now));
+        let m = self.peers.len() - 1;
+        let offer = self
+            .engine
+            .offer_model_leg(self.now, call)
+            .expect("model leg offered");
+        self.drain_engine();
+        let answer =
+            fakes::realtime_peer::answer(&mut self.peers[m].rtc, &offer).expect("model answers");
+        self.drain_peer(m);
+        self.engine
+            .accept_model_answer(self.now, call, &answer)
+            .expect("answer applied");
+        self.drain_engine();
+        m
+    }
+
     /// An inbound call from peer `p`: its offer, our answer.
     pub fn inbound_call(&mut self, p: usize, agent: AgentKind) -> CallHandle {
         let offer = self.peers[p].offer();
@@ -225,6 +267,10 @@ impl Sim {
                     Event::Connected => peer.connected = true,
                     Event::Closed => peer.closed = true,
                     Event::MediaAdded(added) => peer.mid = Some(added.mid),
+                    Event::ChannelOpen(channel, _) => peer.channel = Some(channel),
+                    Event::ChannelData(data) => peer
+                        .messages
+                        .push(String::from_utf8(data.data).expect("text")),
                     Event::RtpPacket(packet) => {
                         peer.received_ssrcs.push(*packet.header.ssrc);
                         peer.received
