@@ -279,6 +279,13 @@ async fn run_live(shared: &Shared, mut live: Live, rx: &mut mpsc::UnboundedRecei
                 event(shared, &live.id, "dtmf", json!({"key": key.to_string()})).await;
             }
             CallMsg::Media(CallEvent::Quality { .. }) => {}
+            CallMsg::Media(
+                CallEvent::ModelConnected
+                | CallEvent::ModelChannelOpen
+                | CallEvent::ModelMessage(_)
+                | CallEvent::ModelAudioStarted
+                | CallEvent::ModelEnded { .. },
+            ) => {}
             CallMsg::Terminated {
                 reason,
                 duration_secs,

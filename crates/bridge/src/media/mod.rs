@@ -84,6 +84,24 @@ enum Command {
         call: CallHandle,
         reason: EndReason,
     },
+    OfferModelLeg {
+        call: CallHandle,
+        reply: oneshot::Sender<Result<String, CallError>>,
+    },
+    AcceptModelAnswer {
+        call: CallHandle,
+        answer: String,
+        reply: oneshot::Sender<Result<(), CallError>>,
+    },
+    SendModelMessage {
+        call: CallHandle,
+        text: String,
+        reply: oneshot::Sender<Result<(), CallError>>,
+    },
+    DropModelLeg {
+        call: CallHandle,
+        reason: EndReason,
+    },
 }
 
 /// Why the media task did not do what was asked.
@@ -197,6 +215,55 @@ impl Media {
     /// Ends a call's media.
     pub async fn hang_up(&self, call: CallHandle, reason: EndReason) {
         let _ = self.send(Command::HangUp { call, reason }).await;
+    }
+
+    /// Offers the call a model leg: the SDP offer for the model's WebRTC endpoint.
+    ///
+    /// # Errors
+    /// A call that is gone, has a model leg, or is not answered by the model; a stopped engine.
+    pub async fn offer_model_leg(&self, call: CallHandle) -> Result<String, MediaError> {
+        let (reply, offer) = oneshot::channel();
+        self.send(Command::OfferModelLeg { call, reply }).await?;
+        Ok(offer.await.map_err(|_| MediaError::Stopped)??)
+    }
+
+    /// Applies the model endpoint's answer.
+    ///
+    /// # Errors
+    /// A broken answer, no model leg waiting for one, or a stopped engine.
+    pub async fn accept_model_answer(
+        &self,
+        call: CallHandle,
+        answer: &str,
+    ) -> Result<(), MediaError> {
+        let (reply, done) = oneshot::channel();
+        self.send(Command::AcceptModelAnswer {
+            call,
+            answer: answer.to_owned(),
+            reply,
+        })
+        .await?;
+        Ok(done.await.map_err(|_| MediaError::Stopped)??)
+    }
+
+    /// Sends a JSON event on the model's event channel.
+    ///
+    /// # Errors
+    /// No open channel, a full one, or a stopped engine.
+    pub async fn send_model_message(
+        &self,
+        call: CallHandle,
+        text: String,
+    ) -> Result<(), MediaError> {
+        let (reply, done) = oneshot::channel();
+        self.send(Command::SendModelMessage { call, text, reply })
+            .await?;
+        Ok(done.await.map_err(|_| MediaError::Stopped)??)
+    }
+
+    /// Drops the call's model leg; the call goes on.
+    pub async fn drop_model_leg(&self, call: CallHandle, reason: EndReason) {
+        let _ = self.send(Command::DropModelLeg { call, reason }).await;
     }
 
     async fn send(&self, command: Command) -> Result<(), MediaError> {
@@ -541,5 +608,19 @@ fn execute(engine: &mut Engine, command: Command) {
             }
         }
         Command::HangUp { call, reason } => engine.hang_up(now, call, reason),
+        Command::OfferModelLeg { call, reply } => {
+            let _ = reply.send(engine.offer_model_leg(now, call));
+        }
+        Command::AcceptModelAnswer {
+            call,
+            answer,
+            reply,
+        } => {
+            let _ = reply.send(engine.accept_model_answer(now, call, &answer));
+        }
+        Command::SendModelMessage { call, text, reply } => {
+            let _ = reply.send(engine.send_model_message(now, call, &text));
+        }
+        Command::DropModelLeg { call, reason } => engine.drop_model_leg(now, call, reason),
     }
 }
