@@ -10,11 +10,16 @@
 //! - [`whatsapp`]: Meta's side: webhook signatures and payloads (wire structs → domain), and
 //!   the Graph API client.
 //! - [`media`]: the UDP socket and the task that drives the call engine (`call-core`).
+//! - [`assistant`]: the tools the AI calls (tasks, reminders, notes, settings), shared by
+//!   voice and chat.
 //! - [`domain`]: the types everything else speaks (ids, events, statuses), parsed once at the
 //!   edge.
 //! - [`events`]: verified webhooks stored once, then routed by kind to their handlers.
 //! - [`calls`]: WhatsApp calls: signalling, Graph API and media put together, one task per
 //!   call.
+//! - [`realtime`]: OpenAI / Azure OpenAI Realtime: the session object and persona, session
+//!   creation over HTTP (ephemeral key, SDP exchange), and the typed events of the
+//!   `oai-events` data channel.
 //! - [`store`]: SQLite or Postgres behind one interface, every row scoped by user.
 //! - [`scheduler`]: jobs on a clock (retention; reminders next).
 //! - [`telemetry`]: logs and metrics.
@@ -24,6 +29,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod assistant;
 pub mod calls;
 pub mod cli;
 pub mod clock;
@@ -32,6 +38,7 @@ pub mod domain;
 pub mod events;
 pub mod http;
 pub mod media;
+pub mod realtime;
 pub mod scheduler;
 pub mod store;
 pub mod telemetry;

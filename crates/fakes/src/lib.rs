@@ -5,11 +5,13 @@
 //! - [`whatsapp_peer`]: WhatsApp's media server (ice-lite, WhatsApp's SDP shape, Opus).
 //! - [`realtime_peer`]: OpenAI's realtime WebRTC endpoint (audio + the `oai-events` channel).
 //! - [`graph`]: the Graph API's `calls` endpoint.
+//! - [`realtime`]: OpenAI's / Azure OpenAI's Realtime REST API (ephemeral keys, SDP exchange).
 //! - [`webhook`]: Meta's webhook envelope and signature.
 // Test code: the events and variants not named are the ones a test does not look at.
 #![allow(clippy::wildcard_enum_match_arm)]
 
 pub mod graph;
+pub mod realtime;
 pub mod realtime_peer;
 pub mod webhook;
 pub mod whatsapp_peer;

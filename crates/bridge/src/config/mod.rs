@@ -23,6 +23,8 @@ use reqwest::Url;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::domain::PhoneNumberId;
+use crate::realtime::persona::InstructionsTemplate;
+use crate::realtime::session::{Eagerness, NoiseReduction, TurnDetection, Voice};
 use settings::{ALIASES, SETTINGS};
 
 /// The whole configuration, parsed.
@@ -36,6 +38,10 @@ pub struct Config {
     pub whatsapp: WhatsAppConfig,
     /// OpenAI / Azure OpenAI.
     pub ai: AiConfig,
+    /// The voice session (voice, turn detection, transcription, tools).
+    pub realtime: RealtimeConfig,
+    /// The assistant's persona.
+    pub assistant: AssistantConfig,
     /// Calls and media.
     pub calls: CallsConfig,
     /// Webhook event processing.
@@ -211,6 +217,39 @@ pub enum AiProvider {
         /// Realtime deployment.
         deployment: Option<String>,
     },
+}
+
+/// The Realtime voice session's settings (`REALTIME_*`).
+#[derive(Debug, Clone)]
+pub struct RealtimeConfig {
+    /// `audio.output.voice`.
+    pub voice: Voice,
+    /// `audio.output.speed`; `None`: the default.
+    pub speed: Option<f64>,
+    /// `audio.input.turn_detection`; `None`: manual turns.
+    pub turn_detection: Option<TurnDetection>,
+    /// `audio.input.noise_reduction`; `None`: off.
+    pub noise_reduction: Option<NoiseReduction>,
+    /// ISO-639-1 language of the callers, for transcription; `None`: detected.
+    pub transcription_language: Option<String>,
+    /// `max_output_tokens`; `None`: no limit.
+    pub max_output_tokens: Option<u32>,
+    /// How long a tool may run before the model gets an error result.
+    pub tool_timeout: Duration,
+}
+
+/// The assistant's persona (`ASSISTANT_*`, `DEFAULT_TIME_ZONE`).
+#[derive(Debug, Clone)]
+pub struct AssistantConfig {
+    /// Its name.
+    pub name: String,
+    /// The operator's persona template (`ASSISTANT_INSTRUCTIONS_FILE`); `None`: the
+    /// built-in one.
+    pub instructions: Option<InstructionsTemplate>,
+    /// What it says first on every call; `None`: nothing.
+    pub disclosure: Option<String>,
+    /// The time zone of users whose own is not known.
+    pub default_time_zone: chrono_tz::Tz,
 }
 
 /// What answers call audio.
@@ -534,6 +573,8 @@ impl Reader<'_> {
         let whatsapp = self.whatsapp();
         let ai = self.ai();
         let calls = self.calls(&ai);
+        let realtime = self.realtime();
+        let assistant = self.assistant();
 
         let retention_days: u64 = self.parsed_in("WEBHOOK_RETENTION_DAYS", 7..=3650);
         let events = EventsConfig {
@@ -564,6 +605,8 @@ impl Reader<'_> {
             database,
             whatsapp,
             ai,
+            realtime,
+            assistant,
             calls,
             events,
             admin_token: self.secret("ADMIN_TOKEN"),
@@ -744,7 +787,217 @@ impl Reader<'_> {
         }
     }
 
+    fn realtime(&mut self) -> RealtimeConfig {
+        let voice = match self.value("REALTIME_VOICE") {
+            None => Voice::parse(default_of("REALTIME_VOICE"))
+                .unwrap_or_else(|e| unreachable!("the default voice is valid: {e}")),
+            Some((v, origin)) => Voice::parse(&v).unwrap_or_else(|e| {
+                self.problem("REALTIME_VOICE", &origin, &v, &e);
+                Voice::parse(default_of("REALTIME_VOICE"))
+                    .unwrap_or_else(|e| unreachable!("the default voice is valid: {e}"))
+            }),
+        };
+        // Read every VAD setting whatever the mode, so a typo is reported even when unused.
+        let threshold = self.number_in("REALTIME_VAD_THRESHOLD", 0.0..=1.0);
+        let prefix_padding_ms = self.parsed_in("REALTIME_VAD_PREFIX_PADDING_MS", 0..=5_000);
+        let silence_duration_ms = self.parsed_in("REALTIME_VAD_SILENCE_MS", 100..=10_000);
+        let idle_timeout_ms = self.optional_in("REALTIME_VAD_IDLE_TIMEOUT_MS", 5_000..=30_000);
+        let eagerness = match self.value("REALTIME_VAD_EAGERNESS") {
+            None => Eagerness::Auto,
+            Some((v, origin)) => Eagerness::parse(&v).unwrap_or_else(|| {
+                self.problem(
+                    "REALTIME_VAD_EAGERNESS",
+                    &origin,
+                    &v,
+                    "must be low, medium, high or auto",
+                );
+                Eagerness::Auto
+            }),
+        };
+        let mode = self.string_or_default("REALTIME_TURN_DETECTION");
+        let turn_detection = match mode.to_ascii_lowercase().as_str() {
+            "server_vad" => Some(TurnDetection::ServerVad {
+                threshold,
+                prefix_padding_ms,
+                silence_duration_ms,
+                idle_timeout_ms,
+                create_response: true,
+                interrupt_response: true,
+            }),
+            "semantic_vad" => Some(TurnDetection::SemanticVad {
+                eagerness,
+                create_response: true,
+                interrupt_response: true,
+            }),
+            "none" => None,
+            _ => {
+                let origin = self.origin_of("REALTIME_TURN_DETECTION");
+                self.problem(
+                    "REALTIME_TURN_DETECTION",
+                    &origin,
+                    &mode,
+                    "must be server_vad, semantic_vad or none",
+                );
+                None
+            }
+        };
+        let noise = self.string_or_default("REALTIME_NOISE_REDUCTION");
+        let noise_reduction = match noise.to_ascii_lowercase().as_str() {
+            "near_field" => Some(NoiseReduction::NearField),
+            "far_field" => Some(NoiseReduction::FarField),
+            "none" => None,
+            _ => {
+                let origin = self.origin_of("REALTIME_NOISE_REDUCTION");
+                self.problem(
+                    "REALTIME_NOISE_REDUCTION",
+                    &origin,
+                    &noise,
+                    "must be near_field, far_field or none",
+                );
+                None
+            }
+        };
+        let transcription_language =
+            self.value("REALTIME_TRANSCRIPTION_LANGUAGE")
+                .and_then(|(v, origin)| {
+                    let code = v.trim().to_ascii_lowercase();
+                    if code.len() == 2 && code.bytes().all(|b| b.is_ascii_lowercase()) {
+                        Some(code)
+                    } else {
+                        self.problem(
+                            "REALTIME_TRANSCRIPTION_LANGUAGE",
+                            &origin,
+                            &v,
+                            "is not a two-letter ISO-639-1 code like en or de",
+                        );
+                        None
+                    }
+                });
+        let speed = self.optional_number_in("REALTIME_VOICE_SPEED", 0.25..=1.5);
+        RealtimeConfig {
+            voice,
+            speed,
+            turn_detection,
+            noise_reduction,
+            transcription_language,
+            max_output_tokens: self.optional_in("REALTIME_MAX_OUTPUT_TOKENS", 1..=4096),
+            tool_timeout: Duration::from_secs(
+                self.parsed_in("REALTIME_TOOL_TIMEOUT_SECS", 1..=120),
+            ),
+        }
+    }
+
+    fn assistant(&mut self) -> AssistantConfig {
+        let name = self.string_or_default("ASSISTANT_NAME").trim().to_owned();
+        if name.is_empty() || name.chars().count() > 40 || name.chars().any(char::is_control) {
+            let origin = self.origin_of("ASSISTANT_NAME");
+            self.problem(
+                "ASSISTANT_NAME",
+                &origin,
+                &name,
+                "must be 1 to 40 characters on one line",
+            );
+        }
+        let instructions = self
+            .value("ASSISTANT_INSTRUCTIONS_FILE")
+            .and_then(|(path, origin)| {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| {
+                        self.problem(
+                            "ASSISTANT_INSTRUCTIONS_FILE",
+                            &origin,
+                            &path,
+                            &format!("cannot be read: {e}"),
+                        )
+                    })
+                    .ok()?;
+                InstructionsTemplate::parse(&text)
+                    .map_err(|e| {
+                        self.problem("ASSISTANT_INSTRUCTIONS_FILE", &origin, &path, &e);
+                    })
+                    .ok()
+            });
+        let disclosure = match self.value("ASSISTANT_DISCLOSURE") {
+            None => Some(format!(
+                "Hi, this is {name}, an AI assistant. This call may be recorded."
+            )),
+            Some((v, _)) if v.trim().eq_ignore_ascii_case("none") => None,
+            Some((v, _)) => Some(v.trim().to_owned()),
+        };
+        let zone = self.string_or_default("DEFAULT_TIME_ZONE");
+        let default_time_zone = zone.trim().parse().unwrap_or_else(|_| {
+            let origin = self.origin_of("DEFAULT_TIME_ZONE");
+            self.problem(
+                "DEFAULT_TIME_ZONE",
+                &origin,
+                &zone,
+                "is not an IANA time zone like Europe/Berlin or America/New_York",
+            );
+            chrono_tz::Tz::UTC
+        });
+        AssistantConfig {
+            name,
+            instructions,
+            disclosure,
+            default_time_zone,
+        }
+    }
+
     // --- primitives -------------------------------------------------------------------------
+
+    /// Where `name`'s value came from (the environment when it is the default).
+    fn origin_of(&self, name: &str) -> Origin {
+        self.raw
+            .values
+            .get(name)
+            .map_or(Origin::Env, |(_, origin)| origin.clone())
+    }
+
+    /// A decimal number in `range`; the default when unset or invalid (reported).
+    fn number_in(&mut self, name: &'static str, range: std::ops::RangeInclusive<f64>) -> f64 {
+        self.optional_number_in(name, range)
+            .unwrap_or_else(|| match default_of(name).parse() {
+                Ok(value) => value,
+                Err(_) => unreachable!("the default of {name} is a number (tested)"),
+            })
+    }
+
+    /// A decimal number in `range`, or `None` when unset or invalid (reported).
+    fn optional_number_in(
+        &mut self,
+        name: &'static str,
+        range: std::ops::RangeInclusive<f64>,
+    ) -> Option<f64> {
+        let (raw, origin) = self.value(name)?;
+        match raw.trim().parse::<f64>() {
+            Ok(value) if range.contains(&value) => Some(value),
+            Ok(_) | Err(_) => {
+                let expected = format!("a number from {} to {}", range.start(), range.end());
+                self.problem(name, &origin, &raw, &format!("is not {expected}"));
+                None
+            }
+        }
+    }
+
+    /// A whole number in `range`, or `None` when unset.
+    fn optional_in<T>(
+        &mut self,
+        name: &'static str,
+        range: std::ops::RangeInclusive<T>,
+    ) -> Option<T>
+    where
+        T: FromStr + PartialOrd + fmt::Display + Copy,
+    {
+        let (raw, origin) = self.value(name)?;
+        let expected = format!("a whole number from {} to {}", range.start(), range.end());
+        match raw.trim().parse::<T>() {
+            Ok(value) if range.contains(&value) => Some(value),
+            Ok(_) | Err(_) => {
+                self.problem(name, &origin, &raw, &format!("is not {expected}"));
+                None
+            }
+        }
+    }
 
     fn problem(&mut self, name: &str, origin: &Origin, value: &str, what: &str) {
         let shown = if settings::find(name).is_some_and(|s| s.secret) {

@@ -276,3 +276,168 @@ fn every_setting_is_documented_in_the_configuration_reference() {
         );
     }
 }
+
+#[test]
+fn the_voice_session_defaults_suit_a_phone_call() {
+    let config = load(&[]).expect("defaults are valid");
+    let realtime = &config.realtime;
+    assert_eq!(realtime.voice.as_str(), "marin");
+    assert_eq!(realtime.speed, None);
+    assert_eq!(
+        realtime.turn_detection,
+        Some(TurnDetection::ServerVad {
+            threshold: 0.5,
+            prefix_padding_ms: 300,
+            silence_duration_ms: 500,
+            idle_timeout_ms: None,
+            create_response: true,
+            interrupt_response: true,
+        })
+    );
+    assert_eq!(realtime.noise_reduction, Some(NoiseReduction::NearField));
+    assert_eq!(realtime.transcription_language, None);
+    assert_eq!(realtime.max_output_tokens, None);
+    assert_eq!(realtime.tool_timeout, Duration::from_secs(10));
+
+    let assistant = &config.assistant;
+    assert_eq!(assistant.name, "Ziggy");
+    assert!(assistant.instructions.is_none(), "the built-in persona");
+    assert_eq!(
+        assistant.disclosure.as_deref(),
+        Some("Hi, this is Ziggy, an AI assistant. This call may be recorded.")
+    );
+    assert_eq!(assistant.default_time_zone, chrono_tz::Tz::UTC);
+}
+
+#[test]
+fn voice_session_settings_are_read() {
+    let config = load(&[
+        ("REALTIME_VOICE", "Cedar"),
+        ("REALTIME_VOICE_SPEED", "1.1"),
+        ("REALTIME_TURN_DETECTION", "semantic_vad"),
+        ("REALTIME_VAD_EAGERNESS", "low"),
+        ("REALTIME_NOISE_REDUCTION", "far_field"),
+        ("REALTIME_TRANSCRIPTION_LANGUAGE", "DE"),
+        ("REALTIME_MAX_OUTPUT_TOKENS", "1024"),
+        ("REALTIME_TOOL_TIMEOUT_SECS", "20"),
+        ("ASSISTANT_NAME", "Max"),
+        ("DEFAULT_TIME_ZONE", "America/New_York"),
+    ])
+    .expect("valid");
+    let realtime = &config.realtime;
+    assert_eq!(realtime.voice.as_str(), "cedar");
+    assert_eq!(realtime.speed, Some(1.1));
+    assert_eq!(
+        realtime.turn_detection,
+        Some(TurnDetection::SemanticVad {
+            eagerness: Eagerness::Low,
+            create_response: true,
+            interrupt_response: true,
+        })
+    );
+    assert_eq!(realtime.noise_reduction, Some(NoiseReduction::FarField));
+    assert_eq!(realtime.transcription_language.as_deref(), Some("de"));
+    assert_eq!(realtime.max_output_tokens, Some(1024));
+    assert_eq!(realtime.tool_timeout, Duration::from_secs(20));
+    assert_eq!(
+        config.assistant.disclosure.as_deref(),
+        Some("Hi, this is Max, an AI assistant. This call may be recorded."),
+        "the default disclosure names the assistant"
+    );
+    assert_eq!(
+        config.assistant.default_time_zone,
+        chrono_tz::America::New_York
+    );
+
+    let config = load(&[
+        ("REALTIME_TURN_DETECTION", "server_vad"),
+        ("REALTIME_VAD_THRESHOLD", "0.7"),
+        ("REALTIME_VAD_SILENCE_MS", "800"),
+        ("REALTIME_VAD_PREFIX_PADDING_MS", "200"),
+        ("REALTIME_VAD_IDLE_TIMEOUT_MS", "15000"),
+        ("REALTIME_NOISE_REDUCTION", "none"),
+        ("ASSISTANT_DISCLOSURE", "none"),
+    ])
+    .expect("valid");
+    assert_eq!(
+        config.realtime.turn_detection,
+        Some(TurnDetection::ServerVad {
+            threshold: 0.7,
+            prefix_padding_ms: 200,
+            silence_duration_ms: 800,
+            idle_timeout_ms: Some(15_000),
+            create_response: true,
+            interrupt_response: true,
+        })
+    );
+    assert_eq!(config.realtime.noise_reduction, None);
+    assert_eq!(config.assistant.disclosure, None, "none disables it");
+
+    let config = load(&[("REALTIME_TURN_DETECTION", "none")]).expect("valid");
+    assert_eq!(config.realtime.turn_detection, None);
+}
+
+#[test]
+fn invalid_voice_session_settings_are_all_reported() {
+    let err = load(&[
+        ("REALTIME_VOICE", "nova"),
+        ("REALTIME_VOICE_SPEED", "3"),
+        ("REALTIME_TURN_DETECTION", "push_to_talk"),
+        ("REALTIME_VAD_THRESHOLD", "1.5"),
+        ("REALTIME_VAD_SILENCE_MS", "abc"),
+        ("REALTIME_VAD_IDLE_TIMEOUT_MS", "100"),
+        ("REALTIME_VAD_EAGERNESS", "eager"),
+        ("REALTIME_NOISE_REDUCTION", "loud"),
+        ("REALTIME_TRANSCRIPTION_LANGUAGE", "english"),
+        ("REALTIME_MAX_OUTPUT_TOKENS", "0"),
+        ("REALTIME_TOOL_TIMEOUT_SECS", "0"),
+        (
+            "ASSISTANT_NAME",
+            "A name far too long to be said at the start of every call",
+        ),
+        ("ASSISTANT_INSTRUCTIONS_FILE", "/nonexistent/persona.md"),
+        ("DEFAULT_TIME_ZONE", "Mars/Olympus_Mons"),
+    ])
+    .expect_err("invalid");
+    let text = err.to_string();
+    for name in [
+        "REALTIME_VOICE ",
+        "REALTIME_VOICE_SPEED",
+        "REALTIME_TURN_DETECTION",
+        "REALTIME_VAD_THRESHOLD",
+        "REALTIME_VAD_SILENCE_MS",
+        "REALTIME_VAD_IDLE_TIMEOUT_MS",
+        "REALTIME_VAD_EAGERNESS",
+        "REALTIME_NOISE_REDUCTION",
+        "REALTIME_TRANSCRIPTION_LANGUAGE",
+        "REALTIME_MAX_OUTPUT_TOKENS",
+        "REALTIME_TOOL_TIMEOUT_SECS",
+        "ASSISTANT_NAME",
+        "ASSISTANT_INSTRUCTIONS_FILE",
+        "DEFAULT_TIME_ZONE",
+    ] {
+        assert!(
+            err.problems.iter().any(|p| p.starts_with(name)),
+            "{name} not reported in:\n{text}"
+        );
+    }
+    assert_eq!(err.problems.len(), 14, "{text}");
+    assert!(text.contains("marin"), "the voices are listed: {text}");
+}
+
+#[test]
+fn a_persona_file_replaces_the_built_in_one_and_is_checked() {
+    let file = secret_file("You are {{assistant_name}}, a concierge. It is {{local_time}}.");
+    let path = file.path().to_str().expect("utf-8 path");
+    let config = load(&[("ASSISTANT_INSTRUCTIONS_FILE", path)]).expect("valid");
+    assert!(config.assistant.instructions.is_some());
+
+    let file = secret_file("You are {{name}}.");
+    let path = file.path().to_str().expect("utf-8 path");
+    let err = load(&[("ASSISTANT_INSTRUCTIONS_FILE", path)]).expect_err("unknown placeholder");
+    assert!(
+        err.problems[0].starts_with("ASSISTANT_INSTRUCTIONS_FILE")
+            && err.problems[0].contains("{{name}}"),
+        "{err}"
+    );
+}

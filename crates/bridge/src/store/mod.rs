@@ -120,6 +120,9 @@ pub trait Store: Send + Sync + 'static {
     /// The user with this WhatsApp id.
     async fn user_by_wa_id(&self, wa_id: &WaId) -> Result<Option<User>, StoreError>;
 
+    /// The user with this id.
+    async fn user(&self, id: UserId) -> Result<Option<User>, StoreError>;
+
     /// Sets a user's time zone and/or language.
     async fn update_user_settings(
         &self,
@@ -276,6 +279,51 @@ pub trait Store: Send + Sync + 'static {
         &self,
         user: UserId,
         id: i64,
+        now: DateTime<Utc>,
+    ) -> Result<Reminder, StoreError>;
+
+    /// A user's reminder.
+    async fn reminder(&self, user: UserId, id: i64) -> Result<Option<Reminder>, StoreError>;
+
+    /// Moves a user's reminder to a new time and rule. Whatever its status, it is scheduled
+    /// again (a finished or cancelled reminder comes back); attempts and any delivery lease are
+    /// cleared.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] when the user has no such reminder.
+    async fn reschedule_reminder(
+        &self,
+        user: UserId,
+        id: i64,
+        schedule: &ReminderSchedule,
+        now: DateTime<Utc>,
+    ) -> Result<Reminder, StoreError>;
+
+    /// Puts off a user's scheduled (or delivering) reminder until `until`, keeping its local
+    /// time and rule. A delivery in progress loses its lease: the user's word wins.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] when the user has no such reminder; [`StoreError::Conflict`]
+    /// when it is completed, cancelled or failed.
+    async fn snooze_reminder(
+        &self,
+        user: UserId,
+        id: i64,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Reminder, StoreError>;
+
+    /// Marks the current occurrence of a user's scheduled (or delivering) reminder done: it
+    /// moves to `next_due_at` (a recurring reminder's next occurrence), or is completed when
+    /// that is `None`. A delivery in progress loses its lease.
+    ///
+    /// # Errors
+    /// As [`Store::snooze_reminder`].
+    async fn complete_reminder(
+        &self,
+        user: UserId,
+        id: i64,
+        next_due_at: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
     ) -> Result<Reminder, StoreError>;
 

@@ -595,6 +595,19 @@ pub struct Reminder {
     pub updated_at: DateTime<Utc>,
 }
 
+/// A reminder's new time, when it is moved.
+#[derive(Debug, Clone)]
+pub struct ReminderSchedule {
+    /// The IANA time zone the times are in.
+    pub time_zone: String,
+    /// The wall-clock time asked for, `YYYY-MM-DD HH:MM`.
+    pub local_time: String,
+    /// RFC 5545 recurrence rule, `None` for one-time.
+    pub recurrence: Option<String>,
+    /// The next occurrence, in UTC.
+    pub next_due_at: DateTime<Utc>,
+}
+
 /// Which reminders to list.
 #[derive(Debug, Clone, Default)]
 pub struct ReminderFilter {

@@ -167,6 +167,26 @@ impl SqlStore {
         }
     }
 
+    /// Why an update of a user's open (scheduled or delivering) reminder matched no row: the
+    /// reminder is finished ([`StoreError::Conflict`]) or is not this user's
+    /// ([`StoreError::NotFound`]). Asked on the writer, so it sees the write it explains.
+    async fn open_reminder_miss(&self, user: UserId, id: i64) -> StoreError {
+        let count: Result<i64, sqlx::Error> = on_pool!(self, pool => {
+            sqlx::query_scalar("select count(*) from reminders where id = $1 and user_id = $2")
+                .bind(id)
+                .bind(user.0)
+                .fetch_one(pool)
+                .await
+        });
+        match count {
+            Ok(0) => StoreError::NotFound,
+            Ok(_) => StoreError::Conflict(
+                "the reminder is already completed, cancelled or failed".to_owned(),
+            ),
+            Err(error) => error.into(),
+        }
+    }
+
     /// Times `result` under `operation` when metrics are on.
     async fn timed<T>(
         &self,
@@ -646,6 +666,17 @@ impl Store for SqlStore {
         self.timed("user_by_wa_id", async {
             let row: Option<UserRow> = on_read_pool!(self, pool => {
                 sqlx::query_as(&sql).bind(wa_id.as_str()).fetch_optional(pool).await
+            })?;
+            row.map(User::try_from).transpose()
+        })
+        .await
+    }
+
+    async fn user(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        let sql = format!("select {USER_COLUMNS} from users where id = $1");
+        self.timed("user", async {
+            let row: Option<UserRow> = on_read_pool!(self, pool => {
+                sqlx::query_as(&sql).bind(id.0).fetch_optional(pool).await
             })?;
             row.map(User::try_from).transpose()
         })
@@ -1430,28 +1461,121 @@ impl Store for SqlStore {
              where id = $2 and user_id = $3 and status in ('scheduled', 'delivering') returning {REMINDER_COLUMNS}"
         );
         self.timed("cancel_reminder", async {
-            let (row, exists): (Option<ReminderRow>, bool) = on_pool!(self, pool => {
-                let row = sqlx::query_as(&sql)
+            let row: Option<ReminderRow> = on_pool!(self, pool => {
+                sqlx::query_as(&sql)
                     .bind(now)
                     .bind(id)
                     .bind(user.0)
                     .fetch_optional(pool)
-                    .await?;
-                let exists = row.is_some()
-                    || sqlx::query_scalar::<_, i64>("select count(*) from reminders where id = $1 and user_id = $2")
-                        .bind(id)
-                        .bind(user.0)
-                        .fetch_one(pool)
-                        .await?
-                        > 0;
-                (row, exists)
-            });
-            match (row, exists) {
-                (Some(row), _) => row.try_into(),
-                (None, true) => Err(StoreError::Conflict(
-                    "the reminder is already completed, cancelled or failed".to_owned(),
-                )),
-                (None, false) => Err(StoreError::NotFound),
+                    .await
+            })?;
+            match row {
+                Some(row) => row.try_into(),
+                None => Err(self.open_reminder_miss(user, id).await),
+            }
+        })
+        .await
+    }
+
+    async fn reminder(&self, user: UserId, id: i64) -> Result<Option<Reminder>, StoreError> {
+        let sql =
+            format!("select {REMINDER_COLUMNS} from reminders where id = $1 and user_id = $2");
+        self.timed("reminder", async {
+            let row: Option<ReminderRow> = on_read_pool!(self, pool => {
+                sqlx::query_as(&sql).bind(id).bind(user.0).fetch_optional(pool).await
+            })?;
+            row.map(Reminder::try_from).transpose()
+        })
+        .await
+    }
+
+    async fn reschedule_reminder(
+        &self,
+        user: UserId,
+        id: i64,
+        schedule: &ReminderSchedule,
+        now: DateTime<Utc>,
+    ) -> Result<Reminder, StoreError> {
+        let sql = format!(
+            "update reminders set time_zone = $1, local_time = $2, recurrence = $3, next_due_at = $4, \
+             status = 'scheduled', attempts = 0, lease_owner = null, lease_until = null, completed_at = null, \
+             updated_at = $5 where id = $6 and user_id = $7 returning {REMINDER_COLUMNS}"
+        );
+        self.timed("reschedule_reminder", async {
+            let row: Option<ReminderRow> = on_pool!(self, pool => {
+                sqlx::query_as(&sql)
+                    .bind(&schedule.time_zone)
+                    .bind(&schedule.local_time)
+                    .bind(schedule.recurrence.as_deref())
+                    .bind(schedule.next_due_at)
+                    .bind(now)
+                    .bind(id)
+                    .bind(user.0)
+                    .fetch_optional(pool)
+                    .await
+            })?;
+            row.ok_or(StoreError::NotFound)?.try_into()
+        })
+        .await
+    }
+
+    async fn snooze_reminder(
+        &self,
+        user: UserId,
+        id: i64,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Reminder, StoreError> {
+        let sql = format!(
+            "update reminders set status = 'scheduled', next_due_at = $1, attempts = 0, \
+             lease_owner = null, lease_until = null, updated_at = $2 \
+             where id = $3 and user_id = $4 and status in ('scheduled', 'delivering') returning {REMINDER_COLUMNS}"
+        );
+        self.timed("snooze_reminder", async {
+            let row: Option<ReminderRow> = on_pool!(self, pool => {
+                sqlx::query_as(&sql)
+                    .bind(until)
+                    .bind(now)
+                    .bind(id)
+                    .bind(user.0)
+                    .fetch_optional(pool)
+                    .await
+            })?;
+            match row {
+                Some(row) => row.try_into(),
+                None => Err(self.open_reminder_miss(user, id).await),
+            }
+        })
+        .await
+    }
+
+    async fn complete_reminder(
+        &self,
+        user: UserId,
+        id: i64,
+        next_due_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<Reminder, StoreError> {
+        let sql = format!(
+            "update reminders set status = case when $1 then 'completed' else 'scheduled' end, \
+             next_due_at = $2, attempts = 0, lease_owner = null, lease_until = null, \
+             completed_at = case when $1 then $3 else completed_at end, updated_at = $3 \
+             where id = $4 and user_id = $5 and status in ('scheduled', 'delivering') returning {REMINDER_COLUMNS}"
+        );
+        self.timed("complete_reminder", async {
+            let row: Option<ReminderRow> = on_pool!(self, pool => {
+                sqlx::query_as(&sql)
+                    .bind(next_due_at.is_none())
+                    .bind(next_due_at)
+                    .bind(now)
+                    .bind(id)
+                    .bind(user.0)
+                    .fetch_optional(pool)
+                    .await
+            })?;
+            match row {
+                Some(row) => row.try_into(),
+                None => Err(self.open_reminder_miss(user, id).await),
             }
         })
         .await

@@ -62,6 +62,11 @@ pub struct Metrics {
     pub graph_requests: IntCounterVec,
     /// `whatsapp_bridge_graph_request_duration_seconds{action}` (retries included).
     pub graph_request_duration: HistogramVec,
+    /// `whatsapp_bridge_realtime_requests_total{provider,step,outcome}`: Realtime session
+    /// creation requests.
+    pub realtime_requests: IntCounterVec,
+    /// `whatsapp_bridge_realtime_request_duration_seconds{provider,step}` (retries included).
+    pub realtime_request_duration: HistogramVec,
     /// `whatsapp_bridge_calls_total{direction,channel,outcome}`: calls that ended.
     pub calls: IntCounterVec,
     /// `whatsapp_bridge_call_duration_seconds{direction}`: answered → ended.
@@ -185,6 +190,16 @@ impl Metrics {
                 "Graph API call action duration, retries included, by action.",
                 &["action"],
             )?,
+            realtime_requests: counter(
+                "whatsapp_bridge_realtime_requests_total",
+                "OpenAI/Azure Realtime session creation requests by provider (openai, azure), step (client_secret, sdp_exchange) and outcome (ok, or the error: unauthorized, rate_limited, bad_request, unavailable, circuit_open, bad_response).",
+                &["provider", "step", "outcome"],
+            )?,
+            realtime_request_duration: histogram(
+                "whatsapp_bridge_realtime_request_duration_seconds",
+                "OpenAI/Azure Realtime session creation request duration, retries included, by provider and step.",
+                &["provider", "step"],
+            )?,
             calls: counter(
                 "whatsapp_bridge_calls_total",
                 "Calls that ended, by direction (inbound, outbound), channel (whatsapp) and outcome (the end reason: completed, not_answered, rejected, failed, hung_up, refused, timed_out).",
@@ -285,6 +300,8 @@ impl Metrics {
             Box::new(self.webhook_ingest_duration.clone()),
             Box::new(self.graph_requests.clone()),
             Box::new(self.graph_request_duration.clone()),
+            Box::new(self.realtime_requests.clone()),
+            Box::new(self.realtime_request_duration.clone()),
             Box::new(self.calls.clone()),
             Box::new(self.call_duration.clone()),
             Box::new(self.call_setup.clone()),

@@ -441,7 +441,9 @@ impl GraphClient {
     }
 }
 
-fn http_client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
+/// The HTTP client for the clouds we call: `timeout` per request, a shorter connect timeout,
+/// our user agent. Shared with the Realtime client.
+pub(crate) fn http_client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(CONNECT_TIMEOUT.min(timeout))

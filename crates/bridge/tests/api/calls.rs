@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 
-const TOKEN: &str = "test-admin-token";
+pub(crate) const TOKEN: &str = "test-admin-token";
 
 fn calls_env(extra: &[(&'static str, &str)]) -> Options {
     let mut env = vec![
@@ -29,7 +29,7 @@ fn calls_value(call: Value) -> String {
 }
 
 /// WhatsApp's `connect` webhook for a user calling us.
-fn inbound_connect(wacid: &str, offer: &str) -> String {
+pub(crate) fn inbound_connect(wacid: &str, offer: &str) -> String {
     calls_value(json!({
         "id": wacid, "from": USER_WA_ID, "to": "15550783881", "event": "connect",
         "timestamp": "1764182400", "direction": "USER_INITIATED",
@@ -38,7 +38,7 @@ fn inbound_connect(wacid: &str, offer: &str) -> String {
 }
 
 /// WhatsApp's `connect` webhook carrying the callee's answer to our call.
-fn outbound_connect(wacid: &str, answer: &str, callback: &str) -> String {
+pub(crate) fn outbound_connect(wacid: &str, answer: &str, callback: &str) -> String {
     calls_value(json!({
         "id": wacid, "from": "15550783881", "to": USER_WA_ID, "event": "connect",
         "timestamp": "1764182460", "direction": "BUSINESS_INITIATED",
@@ -68,14 +68,14 @@ fn call_status(wacid: &str, status: &str, callback: &str) -> String {
     .to_string()
 }
 
-fn payload(i: usize) -> Vec<u8> {
+pub(crate) fn payload(i: usize) -> Vec<u8> {
     let mut p = vec![0xfc, (i % 256) as u8];
     p.extend(std::iter::repeat_n(0x42, 60));
     p
 }
 
 /// Waits until the fake Graph API has seen `action` for `wacid`; returns its body.
-async fn graph_saw(app: &TestApp, action: &str, key: &str, value: &str) -> Value {
+pub(crate) async fn graph_saw(app: &TestApp, action: &str, key: &str, value: &str) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         if let Some(request) = app
@@ -95,7 +95,7 @@ async fn graph_saw(app: &TestApp, action: &str, key: &str, value: &str) -> Value
     }
 }
 
-async fn admin(
+pub(crate) async fn admin(
     app: &TestApp,
     method: reqwest::Method,
     path: &str,

@@ -7,6 +7,7 @@ mod helpers;
 mod operations;
 mod postgres;
 mod rate_limit;
+mod realtime_client;
 mod shutdown;
 mod store_story;
 mod webhook_ingest;

@@ -334,6 +334,162 @@ async fn story(store: Arc<dyn Store>) {
         .expect("list");
     assert_eq!(listed.len(), 2);
 
+    // --- reminders the user moves: snooze, reschedule, complete; only their own -------------
+    let stretch = store
+        .add_reminder(
+            alice.id,
+            &NewReminder {
+                text: "Stretch".into(),
+                time_zone: "Europe/Berlin".into(),
+                local_time: "2026-11-26 20:00".into(),
+                recurrence: Some("FREQ=DAILY".into()),
+                next_due_at: at(110),
+                source: Source::Voice,
+            },
+            at(104),
+        )
+        .await
+        .expect("reminder");
+    assert!(
+        store
+            .reminder(bob.id, stretch.id)
+            .await
+            .expect("read")
+            .is_none(),
+        "Bob cannot read Alice's reminder"
+    );
+    assert_eq!(
+        store
+            .reminder(alice.id, stretch.id)
+            .await
+            .expect("read")
+            .map(|r| r.text),
+        Some("Stretch".to_owned())
+    );
+    let moved = ReminderSchedule {
+        time_zone: "America/New_York".into(),
+        local_time: "2026-11-27 07:00".into(),
+        recurrence: Some("FREQ=WEEKLY;BYDAY=FR".into()),
+        next_due_at: at(200),
+    };
+    for attempt in [
+        store
+            .snooze_reminder(bob.id, stretch.id, at(120), at(105))
+            .await,
+        store
+            .reschedule_reminder(bob.id, stretch.id, &moved, at(105))
+            .await,
+        store
+            .complete_reminder(bob.id, stretch.id, None, at(105))
+            .await,
+        store.cancel_reminder(bob.id, stretch.id, at(105)).await,
+    ] {
+        assert!(
+            matches!(attempt, Err(StoreError::NotFound)),
+            "Bob cannot touch Alice's reminder: {attempt:?}"
+        );
+    }
+    let untouched = store
+        .reminder(alice.id, stretch.id)
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(
+        (
+            untouched.next_due_at,
+            untouched.status,
+            untouched.updated_at
+        ),
+        (Some(at(110)), ReminderStatus::Scheduled, at(104))
+    );
+    // Snoozing while it is being delivered: the user's word wins over the lease.
+    let claimed = store
+        .claim_due_reminders(&claim("a", at(110)), 10)
+        .await
+        .expect("claim");
+    assert_eq!(
+        claimed.iter().map(|r| r.id).collect::<Vec<_>>(),
+        [stretch.id]
+    );
+    let snoozed = store
+        .snooze_reminder(alice.id, stretch.id, at(120), at(111))
+        .await
+        .expect("snooze");
+    assert_eq!(snoozed.status, ReminderStatus::Scheduled);
+    assert_eq!(snoozed.next_due_at, Some(at(120)));
+    assert_eq!(
+        snoozed.local_time, "2026-11-26 20:00",
+        "snoozing keeps the time asked for"
+    );
+    assert_eq!((snoozed.lease_owner, snoozed.attempts), (None, 0));
+    assert!(
+        matches!(
+            store
+                .finish_reminder_delivery(
+                    stretch.id,
+                    "a",
+                    &ReminderOutcome::Delivered { next_due_at: None },
+                    at(112)
+                )
+                .await,
+            Err(StoreError::Conflict(_))
+        ),
+        "the interrupted delivery cannot finish it"
+    );
+    let rescheduled = store
+        .reschedule_reminder(alice.id, stretch.id, &moved, at(113))
+        .await
+        .expect("reschedule");
+    assert_eq!(rescheduled.local_time, "2026-11-27 07:00");
+    assert_eq!(rescheduled.time_zone, "America/New_York");
+    assert_eq!(
+        rescheduled.recurrence.as_deref(),
+        Some("FREQ=WEEKLY;BYDAY=FR")
+    );
+    assert_eq!(rescheduled.next_due_at, Some(at(200)));
+    // Completing a repeating reminder's occurrence moves it on; without a next, it is done.
+    let next = store
+        .complete_reminder(alice.id, stretch.id, Some(at(300)), at(114))
+        .await
+        .expect("complete occurrence");
+    assert_eq!(
+        (next.status, next.next_due_at),
+        (ReminderStatus::Scheduled, Some(at(300)))
+    );
+    let done = store
+        .complete_reminder(alice.id, stretch.id, None, at(115))
+        .await
+        .expect("complete");
+    assert_eq!(
+        (done.status, done.next_due_at),
+        (ReminderStatus::Completed, None)
+    );
+    for attempt in [
+        store
+            .complete_reminder(alice.id, stretch.id, None, at(116))
+            .await,
+        store
+            .snooze_reminder(alice.id, stretch.id, at(130), at(116))
+            .await,
+    ] {
+        assert!(
+            matches!(attempt, Err(StoreError::Conflict(_))),
+            "a finished reminder is not snoozed or completed again: {attempt:?}"
+        );
+    }
+    // Rescheduling brings a finished reminder back.
+    let revived = store
+        .reschedule_reminder(alice.id, stretch.id, &moved, at(117))
+        .await
+        .expect("reschedule a finished reminder");
+    assert_eq!(revived.status, ReminderStatus::Scheduled);
+    assert!(matches!(
+        store
+            .reschedule_reminder(alice.id, 999_999, &moved, at(117))
+            .await,
+        Err(StoreError::NotFound)
+    ));
+
     // --- notes: full-text search, scoped ------------------------------------------------------
     for body in [
         "Dentist appointment on Friday at 9",
@@ -748,7 +904,7 @@ async fn story(store: Arc<dyn Store>) {
     let export = store.export_user(alice.id).await.expect("export");
     assert_eq!(export.user.id, alice.id);
     assert_eq!(export.tasks.len(), 2);
-    assert_eq!(export.reminders.len(), 2);
+    assert_eq!(export.reminders.len(), 3);
     assert_eq!(export.notes.len(), 2);
     assert_eq!(export.messages.len(), 2);
     assert_eq!(export.calls.len(), 1);
@@ -798,11 +954,16 @@ async fn story(store: Arc<dyn Store>) {
             .len(),
         1
     );
-    assert!(store
+    let carol = store
         .user_by_wa_id(&WaId::parse("4915112345678").expect("valid"))
         .await
         .expect("query")
-        .is_some());
+        .expect("exists");
+    assert_eq!(
+        store.user(carol.id).await.expect("query"),
+        Some(carol.clone()),
+        "a user reads the same by id"
+    );
 }
 
 #[tokio::test]

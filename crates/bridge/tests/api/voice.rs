@@ -1,0 +1,380 @@
+//! The voice assistant end to end: a WhatsApp call answered by the realtime model. WhatsApp's
+//! side is the fake Graph API and a WhatsApp-like WebRTC peer; OpenAI's (or Azure's) side is
+//! the fake Realtime HTTP API and, per session, a WebRTC peer with the `oai-events` channel
+//! that speaks the GA event protocol. Media is real DTLS-SRTP over UDP on loopback.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fakes::realtime::{FakeRealtime, Step};
+use fakes::realtime_peer::{ModelObserved, ModelPeer, ModelPeers, Script, MODEL_AUDIO_MARKER};
+use fakes::whatsapp_peer::UdpPeer;
+use serde_json::{json, Value};
+use whatsapp_bridge::domain::WaId;
+use whatsapp_bridge::store::{CallEventRecord, TaskFilter};
+
+use crate::calls::{admin, graph_saw, inbound_connect, outbound_connect, payload, TOKEN};
+use crate::helpers::*;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+enum Provider {
+    OpenAi,
+    Azure,
+}
+
+/// The fake Realtime API, answering every session with a model peer following `script`.
+async fn fake_model(script: Script) -> (FakeRealtime, ModelPeers) {
+    let realtime = FakeRealtime::start().await;
+    let peers = ModelPeers::new(Script {
+        validate_session: Some(fakes::realtime::validate_ga_session),
+        ..script
+    });
+    let answering = peers.clone();
+    realtime.set_answerer(Arc::new(move |offer| {
+        let peers = answering.clone();
+        Box::pin(async move { peers.answer(offer).await })
+    }));
+    (realtime, peers)
+}
+
+async fn voice_app(db: &TestDb, realtime: &FakeRealtime, provider: Provider) -> TestApp {
+    let mut env = vec![
+        ("ADMIN_TOKEN", TOKEN.to_owned()),
+        ("VOICE_AGENT", "realtime".to_owned()),
+        ("REALTIME_OPEN_TIMEOUT_SECS", "5".to_owned()),
+    ];
+    match provider {
+        Provider::OpenAi => {
+            env.push(("OPENAI_API_KEY", fakes::realtime::API_KEY.to_owned()));
+            env.push(("OPENAI_BASE_URL", realtime.openai_base_url()));
+        }
+        Provider::Azure => {
+            env.push(("AZURE_OPENAI_API_KEY", fakes::realtime::API_KEY.to_owned()));
+            env.push(("AZURE_OPENAI_ENDPOINT", realtime.azure_endpoint()));
+            env.push(("AZURE_OPENAI_DEPLOYMENT", "my-realtime".to_owned()));
+        }
+    }
+    spawn_app_with(
+        db,
+        Options {
+            env,
+            ..Options::default()
+        },
+    )
+    .await
+}
+
+/// A user calls and the bridge answers; returns the caller's peer, connected.
+async fn call_in(app: &TestApp, wacid: &str) -> UdpPeer {
+    let peer = UdpPeer::start().await;
+    let offer = peer.offer().await;
+    assert_eq!(
+        app.post_webhook(&inbound_connect(wacid, &offer))
+            .await
+            .status(),
+        200
+    );
+    let accept = graph_saw(app, "accept", "call_id", wacid).await;
+    let answer = accept["session"]["sdp"].as_str().expect("answer sdp");
+    peer.accept_answer(answer).await.expect("answer applies");
+    peer.wait_for(WAIT, |o| o.connected).await;
+    peer
+}
+
+/// Packets from the fake model among what the caller received.
+fn model_audio(peer: &UdpPeer) -> usize {
+    peer.observed()
+        .received
+        .iter()
+        .filter(|(pt, _, p)| *pt == 111 && p.starts_with(&MODEL_AUDIO_MARKER))
+        .count()
+}
+
+async fn call_events(app: &TestApp, wacid: &str) -> Vec<CallEventRecord> {
+    let call = app.call_when(wacid, |_| true).await;
+    app.store.call_events(&call.id).await.expect("events")
+}
+
+async fn wait_for_event(app: &TestApp, wacid: &str, kind: &str, matches: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let events = call_events(app, wacid).await;
+        if let Some(event) = events.iter().find(|e| e.kind == kind && matches(&e.data)) {
+            return event.data.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {kind} event: {:?}",
+            events.iter().map(|e| (&e.kind, &e.data)).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn tool_call(call_id: &str, name: &str, arguments: &str) -> Value {
+    json!({"type": "response.function_call_arguments.done", "response_id": "resp_x",
+           "item_id": format!("item_{call_id}"), "output_index": 0,
+           "call_id": call_id, "name": name, "arguments": arguments})
+}
+
+fn outputs(observed: &ModelObserved) -> Vec<(String, Value)> {
+    observed
+        .events_of("conversation.item.create")
+        .into_iter()
+        .filter(|e| e["item"]["type"] == "function_call_output")
+        .map(|e| {
+            (
+                e["item"]["call_id"].as_str().unwrap_or_default().to_owned(),
+                serde_json::from_str(e["item"]["output"].as_str().unwrap_or("null"))
+                    .unwrap_or(Value::Null),
+            )
+        })
+        .collect()
+}
+
+async fn inbound_call_reaches_the_assistant(provider: Provider) {
+    let db = TestDb::sqlite();
+    let (realtime, peers) = fake_model(Script::default()).await;
+    let app = voice_app(&db, &realtime, provider).await;
+    let caller = call_in(&app, "wacid.voice1").await;
+    let model = peers.nth(0, WAIT).await;
+
+    // The greeting: asked for once, after WhatsApp was told to accept, and heard by the caller.
+    let observed = model
+        .wait_for(WAIT, |o| !o.events_of("response.create").is_empty())
+        .await;
+    assert!(
+        app.graph.actions().contains(&"accept".to_owned()),
+        "the model speaks only into an answered call"
+    );
+    let greeting = &observed.events_of("response.create")[0];
+    assert!(
+        greeting["response"]["instructions"]
+            .as_str()
+            .is_some_and(|i| !i.is_empty()),
+        "{greeting}"
+    );
+    caller.talk(25, payload).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while model_audio(&caller) < Script::default().reply_frames {
+        assert!(tokio::time::Instant::now() < deadline, "the caller did not hear the greeting");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The caller's audio reached the model, Opus as sent.
+    let heard = model.wait_for(WAIT, |o| o.audio_in.len() >= 20).await;
+    assert!(heard.audio_in.iter().any(|(_, p)| *p == payload(10)));
+
+    // What the assistant said is on the call's record.
+    let line = wait_for_event(&app, "wacid.voice1", "transcript", |d| d["speaker"] == "assistant").await;
+    assert_eq!(line["text"], "Hello, this is Ziggy.");
+
+    // The session was created in the GA shape (the fake refuses others) with our tools.
+    let secrets = realtime.requests_of(Step::ClientSecrets);
+    assert_eq!(secrets.len(), 1);
+    let session = &secrets[0].body["session"];
+    fakes::realtime::validate_ga_session(session).expect("GA session");
+    let tools: Vec<&str> = session["tools"]
+        .as_array()
+        .expect("tools")
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert!(tools.contains(&"add_task") && tools.contains(&"end_call"), "{tools:?}");
+
+    // The caller hangs up: the model leg goes with the call, and the usage is recorded.
+    caller.close();
+    app.call_when("wacid.voice1", |c| c.ended_at.is_some()).await;
+    model.wait_for(WAIT, |o| o.closed).await;
+    let usage = wait_for_event(&app, "wacid.voice1", "usage", |_| true).await;
+    assert_eq!(usage["input_tokens"], 120);
+    app.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn an_inbound_call_reaches_the_assistant_on_openai() {
+    inbound_call_reaches_the_assistant(Provider::OpenAi).await;
+}
+
+#[tokio::test]
+async fn an_inbound_call_reaches_the_assistant_on_azure() {
+    inbound_call_reaches_the_assistant(Provider::Azure).await;
+}
+
+#[tokio::test]
+async fn tool_calls_change_the_callers_data_and_every_one_gets_an_answer() {
+    let db = TestDb::sqlite();
+    let (realtime, peers) = fake_model(Script {
+        on_caller_audio: vec![
+            json!({"type": "conversation.item.input_audio_transcription.completed",
+                   "item_id": "item_u1", "content_index": 0,
+                   "transcript": "Add buy milk to my tasks."}),
+            tool_call("call_ok", "add_task", r#"{"title":"Buy milk","priority":"high"}"#),
+            tool_call("call_bad", "add_task", r#"{"title": 42"#),
+            tool_call("call_unknown", "order_pizza", "{}"),
+        ],
+        ..Script::default()
+    })
+    .await;
+    let app = voice_app(&db, &realtime, Provider::OpenAi).await;
+    let caller = call_in(&app, "wacid.tools").await;
+    let model = peers.nth(0, WAIT).await;
+    caller.talk(10, payload).await;
+
+    let observed = model.wait_for(WAIT, |o| outputs(o).len() == 3).await;
+    let outputs: std::collections::HashMap<_, _> = outputs(&observed).into_iter().collect();
+    assert_eq!(outputs["call_ok"]["ok"], true, "{outputs:?}");
+    assert_eq!(outputs["call_bad"]["ok"], false);
+    assert_eq!(outputs["call_unknown"]["ok"], false);
+    assert!(
+        observed.events_of("response.create").len() >= 4,
+        "the greeting, and a response after each output"
+    );
+
+    // The task exists, for this caller.
+    let user = app
+        .store
+        .user_by_wa_id(&WaId::parse(USER_WA_ID).expect("id"))
+        .await
+        .expect("query")
+        .expect("user");
+    let tasks = app
+        .store
+        .list_tasks(user.id, &TaskFilter::default())
+        .await
+        .expect("tasks");
+    assert_eq!(tasks.len(), 1);
+    assert_eq!(tasks[0].title, "Buy milk");
+
+    // Caller's words, tool calls and results are on the record, in order.
+    wait_for_event(&app, "wacid.tools", "tool_result", |d| d["call_id"] == "call_unknown").await;
+    let events = call_events(&app, "wacid.tools").await;
+    let caller_line = events
+        .iter()
+        .position(|e| e.kind == "transcript" && e.data["speaker"] == "caller")
+        .expect("caller line");
+    let call = events
+        .iter()
+        .position(|e| e.kind == "tool_call" && e.data["call_id"] == "call_ok")
+        .expect("tool call");
+    let result = events
+        .iter()
+        .position(|e| e.kind == "tool_result" && e.data["call_id"] == "call_ok")
+        .expect("tool result");
+    assert!(caller_line < call && call < result);
+    assert_eq!(events[result].data["outcome"], "ok");
+    assert!(events
+        .iter()
+        .any(|e| e.kind == "tool_result" && e.data["outcome"] == "bad_arguments"));
+    drop(caller);
+    app.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn a_call_with_no_model_session_is_rejected_not_answered() {
+    let db = TestDb::sqlite();
+    let (realtime, _peers) = fake_model(Script::default()).await;
+    // OpenAI refuses our key.
+    realtime.fail_next(Step::ClientSecrets, 10, 401);
+    let app = voice_app(&db, &realtime, Provider::OpenAi).await;
+    let peer = UdpPeer::start().await;
+    let offer = peer.offer().await;
+    app.post_webhook(&inbound_connect("wacid.nomodel", &offer)).await;
+    graph_saw(&app, "reject", "call_id", "wacid.nomodel").await;
+    let call = app.call_when("wacid.nomodel", |c| c.ended_at.is_some()).await;
+    assert_eq!(call.end_reason.as_deref(), Some("refused"));
+    assert!(
+        !app.graph.actions().contains(&"accept".to_owned()),
+        "never answered"
+    );
+    app.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn a_model_leg_lost_mid_call_is_reestablished_once_with_the_conversation_so_far() {
+    let db = TestDb::sqlite();
+    let (realtime, peers) = fake_model(Script {
+        on_caller_audio: vec![json!({
+            "type": "conversation.item.input_audio_transcription.completed",
+            "item_id": "item_u1", "content_index": 0,
+            "transcript": "What is on my list today?"})],
+        ..Script::default()
+    })
+    .await;
+    let app = voice_app(&db, &realtime, Provider::OpenAi).await;
+    let caller = call_in(&app, "wacid.lost").await;
+    let first = peers.nth(0, WAIT).await;
+    caller.talk(10, payload).await;
+    wait_for_event(&app, "wacid.lost", "transcript", |d| d["speaker"] == "caller").await;
+
+    first.drop_leg();
+    let second: ModelPeer = peers.nth(1, WAIT).await;
+    let observed = second
+        .wait_for(WAIT, |o| !o.events_of("response.create").is_empty())
+        .await;
+    let context = observed
+        .events_of("conversation.item.create")
+        .into_iter()
+        .find(|e| e["item"]["type"] == "message")
+        .expect("the conversation so far");
+    let text = context["item"]["content"][0]["text"].as_str().expect("text");
+    assert!(text.contains("What is on my list today?"), "{text}");
+    // The call goes on: the caller hears the new session.
+    let before = model_audio(&caller);
+    caller.talk(5, payload).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while model_audio(&caller) <= before {
+        assert!(tokio::time::Instant::now() < deadline, "no audio from the new session");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // A second loss ends the call, and WhatsApp is told.
+    second.drop_leg();
+    graph_saw(&app, "terminate", "call_id", "wacid.lost").await;
+    let call = app.call_when("wacid.lost", |c| c.ended_at.is_some()).await;
+    assert_eq!(call.end_reason.as_deref(), Some("failed"));
+    app.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn on_an_outbound_call_the_assistant_waits_for_the_callee() {
+    let db = TestDb::sqlite();
+    let (realtime, peers) = fake_model(Script::default()).await;
+    let app = voice_app(&db, &realtime, Provider::OpenAi).await;
+    let response = admin(
+        &app,
+        reqwest::Method::POST,
+        "/api/calls",
+        Some(json!({"to": USER_WA_ID, "purpose": "test"})),
+    )
+    .await;
+    assert_eq!(response.status(), 202);
+    let placed: Value = response.json().await.expect("json");
+    let call_id = placed["call_id"].as_str().expect("call id").to_owned();
+    let wacid = placed["wa_call_id"].as_str().expect("WhatsApp id").to_owned();
+    let connect = graph_saw(&app, "connect", "biz_opaque_callback_data", &call_id).await;
+    let model = peers.nth(0, WAIT).await;
+    model.wait_for(WAIT, |o| o.channel_open).await;
+    // Ringing: the session is up but the assistant says nothing.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(model.observed().events_of("response.create").is_empty());
+
+    let callee = UdpPeer::start().await;
+    let answer = callee
+        .answer(connect["session"]["sdp"].as_str().expect("offer"))
+        .await
+        .expect("answer");
+    app.post_webhook(&outbound_connect(&wacid, &answer, &call_id))
+        .await;
+    callee.wait_for(WAIT, |o| o.connected).await;
+    callee.talk(10, payload).await;
+    model
+        .wait_for(WAIT, |o| !o.events_of("response.create").is_empty())
+        .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while model_audio(&callee) == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the callee did not hear the assistant");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.stop().await.expect("clean stop");
+}
