@@ -24,7 +24,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::calls::{CallSettings, Calls};
+use crate::assistant::ToolRegistry;
+use crate::calls::{CallSettings, Calls, VoiceService};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, VoiceAgentKind};
 use crate::events::handlers::{CallEvents, MessageEvents, RecordMessages};
@@ -33,6 +34,8 @@ use crate::events::router::{Handlers, Router, Sweeper};
 use crate::http::rate_limit::{self, IpRateLimiter};
 use crate::http::{self, AppState, ServiceStatus, Shared, WebhookSettings};
 use crate::media::{self, MediaSettings};
+use crate::realtime::model::OpenAiRealtime;
+use crate::realtime::{Persona, RealtimeClient};
 use crate::scheduler::retention::Retention;
 use crate::store::{SqlStore, Store};
 use crate::telemetry::Metrics;
@@ -188,6 +191,30 @@ impl AppBuilder {
     }
 }
 
+/// The voice assistant every call answered by the model shares: the provider, the tools and
+/// the persona.
+fn voice_service(config: &Config, metrics: &Metrics) -> anyhow::Result<VoiceService> {
+    let client = RealtimeClient::from_config(&config.ai, metrics.clone())
+        .context("cannot build the OpenAI/Azure Realtime client")?
+        .context("VOICE_AGENT=realtime needs OpenAI or Azure OpenAI keys")?;
+    let tools = ToolRegistry::builder()
+        .timeout(config.realtime.tool_timeout)
+        .default_time_zone(config.assistant.default_time_zone)
+        .build();
+    Ok(VoiceService {
+        model: Arc::new(OpenAiRealtime::new(
+            client,
+            config.ai.clone(),
+            config.realtime.clone(),
+        )),
+        tools,
+        persona: Persona::from_config(&config.assistant),
+        open_timeout: config.realtime.open_timeout,
+        rollover_after: config.realtime.session_rollover,
+        goodbye_grace: Duration::from_secs(2),
+    })
+}
+
 /// Asks the STUN server which public address the media socket's packets come from.
 async fn discover_public_ip(
     socket: &std::net::UdpSocket,
@@ -300,12 +327,11 @@ impl App {
                 delay: config.calls.echo_delay,
             },
             VoiceAgentKind::Silence => call_core::AgentKind::Silence,
-            VoiceAgentKind::Realtime => {
-                tracing::warn!("VOICE_AGENT=realtime: the OpenAI/Azure voice leg is not in this version yet; calls are answered by the echo agent");
-                call_core::AgentKind::Echo {
-                    delay: config.calls.echo_delay,
-                }
-            }
+            VoiceAgentKind::Realtime => call_core::AgentKind::Model,
+        };
+        let voice = match config.calls.voice_agent {
+            VoiceAgentKind::Realtime => Some(Arc::new(voice_service(&config, &metrics)?)),
+            VoiceAgentKind::Echo | VoiceAgentKind::Silence => None,
         };
         let (calls, media_pump) = Calls::new(
             media,
@@ -320,6 +346,7 @@ impl App {
                     .unwrap_or(usize::MAX),
                 instance_id: owner.clone(),
             },
+            voice,
         );
         let handlers = Handlers {
             calls: call_events.unwrap_or_else(|| Arc::new(calls.clone())),

@@ -23,6 +23,7 @@
 //! side (webhook, media, API) caused it.
 
 mod task;
+pub mod voice;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -33,10 +34,11 @@ use call_core::{AgentKind, CallDirection, CallHandle, CallSignal, EndReason};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::assistant::ToolContext;
 use crate::clock::Clock;
 use crate::domain::{
     CallChannel, CallConnect, CallStatusUpdate, CallTerminate, Contact, InboundEvent,
-    SessionDescription, WaCallId, WaId,
+    SessionDescription, Source, UserId, WaCallId, WaId,
 };
 use crate::events::handlers::{CallEvents, Handled, HandlerError, RecordCalls};
 use crate::media::{Media, MediaError, MediaEvent};
@@ -45,6 +47,7 @@ use crate::telemetry::{masked, Metrics};
 use crate::whatsapp::client::{GraphClient, GraphError};
 
 pub use task::CallMsg;
+pub use voice::VoiceService;
 
 /// How calls are taken and placed.
 #[derive(Debug, Clone)]
@@ -99,6 +102,8 @@ pub(crate) struct Shared {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) metrics: Metrics,
     pub(crate) settings: CallSettings,
+    /// The voice assistant, when the model answers calls.
+    pub(crate) voice: Option<Arc<VoiceService>>,
     registry: Mutex<Registry>,
 }
 
@@ -130,6 +135,52 @@ impl Shared {
                     .and_then(|id| registry.by_id.get(id))
             })
             .cloned()
+    }
+
+    /// The channel of a call's task, for work that reports back to it.
+    pub(crate) fn sender(&self, id: &str) -> Option<mpsc::UnboundedSender<CallMsg>> {
+        self.task_for(Some(id), None)
+    }
+
+    /// The voice assistant for a new call, when the model answers calls. Its tools act for
+    /// `user` (none for a caller we cannot identify).
+    pub(crate) async fn voice_for(
+        &self,
+        id: &str,
+        handle: CallHandle,
+        direction: CallDirection,
+        started: Instant,
+        user: Option<UserId>,
+    ) -> Option<voice::Voice> {
+        let service = self.voice.clone()?;
+        if self.settings.agent != AgentKind::Model {
+            return None;
+        }
+        let user = match user {
+            Some(user) => match self.store.user(user).await {
+                Ok(user) => user,
+                Err(err) => {
+                    tracing::error!(call_id = id, error = %err, "could not read the caller; the assistant runs without tools");
+                    None
+                }
+            },
+            None => None,
+        };
+        let ctx = user.map(|user| {
+            ToolContext::new(self.store.clone(), self.clock.clone(), user, Source::Voice)
+                .with_call_id(id)
+        });
+        Some(voice::Voice::new(
+            service, id, handle, direction, started, ctx,
+        ))
+    }
+
+    /// Tells a caller whose call we could not take that the assistant is unavailable (a
+    /// WhatsApp message, when we know who they are).
+    pub(crate) async fn tell_unavailable(&self, user: Option<UserId>) {
+        let _ = user;
+        // The message itself goes out with the chat work (messages are sent by one sender
+        // that records them); until then the rejected call is what the caller sees.
     }
 
     pub(crate) fn attach_handle(&self, id: &str, handle: CallHandle) {
@@ -225,6 +276,7 @@ pub struct Calls {
 
 impl Calls {
     /// The service, and the task that routes media events to calls.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         media: Media,
         events: mpsc::UnboundedReceiver<MediaEvent>,
@@ -233,6 +285,7 @@ impl Calls {
         clock: Arc<dyn Clock>,
         metrics: Metrics,
         settings: CallSettings,
+        voice: Option<Arc<VoiceService>>,
     ) -> (Self, JoinHandle<()>) {
         let shared = Arc::new(Shared {
             media,
@@ -241,6 +294,7 @@ impl Calls {
             clock: clock.clone(),
             metrics,
             settings,
+            voice,
             registry: Mutex::new(Registry::default()),
         });
         // The pump holds the calls weakly: the media handle inside must go when the service
@@ -438,6 +492,7 @@ impl CallEvents for Calls {
                     connect.call_id.clone(),
                     offer.0.clone(),
                     received,
+                    outcome.call.user_id,
                     rx,
                 ));
                 Ok(Handled::Done)

@@ -7,6 +7,7 @@ use call_core::{CallDirection, CallEvent, CallHandle, CallSignal, EndReason};
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
+use super::voice::{Voice, VoiceMsg};
 use super::{PlaceCallError, Shared};
 use crate::domain::{CallChannel, CallStatusKind, UserId, WaCallId, WaId};
 use crate::store::{CallRecord, NewCall, NewCallEvent};
@@ -35,6 +36,8 @@ pub enum CallMsg {
         /// Told when the call is over.
         reply: oneshot::Sender<()>,
     },
+    /// The voice assistant's background work reporting back.
+    Voice(VoiceMsg),
 }
 
 /// A live call's facts, owned by its task.
@@ -50,6 +53,8 @@ struct Live {
     /// WhatsApp told us the call ended (so we do not `terminate` it again).
     ended_by_whatsapp: Option<(EndReason, Option<i64>, Option<i64>)>,
     waiting: Vec<oneshot::Sender<()>>,
+    /// The voice assistant, when the model answers the call.
+    voice: Option<Voice>,
 }
 
 /// Answers an inbound call: engine answer → `pre_accept` → `accept` → agent; then lives it.
@@ -59,6 +64,7 @@ pub(crate) async fn run_inbound(
     wa: WaCallId,
     offer: String,
     received: Instant,
+    user: Option<UserId>,
     mut rx: mpsc::UnboundedReceiver<CallMsg>,
 ) {
     let Some(graph) = shared.graph.clone() else {
@@ -78,13 +84,37 @@ pub(crate) async fn run_inbound(
         }
     };
     shared.attach_handle(&id, handle);
+    let mut voice = shared
+        .voice_for(&id, handle, CallDirection::Inbound, received, user)
+        .await;
 
-    if let Err(err) = graph.pre_accept(&wa, &answer).await {
+    // The model's session is set up while WhatsApp takes our answer, and the call is accepted
+    // only once it is: the caller then hears the greeting at once, and a session that cannot
+    // be had means a rejected call, not an answered one that says nothing.
+    let opening = async {
+        match &mut voice {
+            Some(voice) => voice.open(&shared).await,
+            None => Ok(()),
+        }
+    };
+    let (pre_accepted, opened) = tokio::join!(graph.pre_accept(&wa, &answer), opening);
+    if let Err(err) = pre_accepted {
         tracing::warn!(call_id = %id, error = %err, "pre_accept failed; rejecting");
         refuse(&shared, &graph, &id, &wa, Some(handle)).await;
         return;
     }
     shared.observe_setup("pre_accept", received);
+    if let Err(err) = opened {
+        tracing::warn!(call_id = %id, error = %err, "no model session for the call; rejecting");
+        shared
+            .metrics
+            .voice_sessions
+            .with_label_values(&["open_failed"])
+            .inc();
+        refuse(&shared, &graph, &id, &wa, Some(handle)).await;
+        shared.tell_unavailable(user).await;
+        return;
+    }
     if let Err(err) = graph.accept(&wa, &answer, &id).await {
         tracing::warn!(call_id = %id, error = %err, "accept failed; rejecting");
         refuse(&shared, &graph, &id, &wa, Some(handle)).await;
@@ -93,6 +123,9 @@ pub(crate) async fn run_inbound(
     shared.observe_setup("accept", received);
     shared.record(&id, CallSignal::Answered, None, None).await;
     shared.media.start_media(handle).await;
+    if let Some(voice) = &mut voice {
+        voice.answered(&shared).await;
+    }
     tracing::info!(call_id = %id, "inbound call answered");
 
     let live = Live {
@@ -105,6 +138,7 @@ pub(crate) async fn run_inbound(
         answered_at: Some(Instant::now()),
         ended_by_whatsapp: None,
         waiting: Vec::new(),
+        voice,
     };
     run_live(&shared, live, &mut rx).await;
 }
@@ -146,7 +180,18 @@ pub(crate) async fn start_outbound(
         }
     };
     shared.attach_handle(id, handle);
-    let wa = match graph.connect(to, &offer, id).await {
+    let mut voice = shared
+        .voice_for(id, handle, CallDirection::Outbound, started, Some(user))
+        .await;
+    // The model's session is set up while the phone starts ringing.
+    let opening = async {
+        match &mut voice {
+            Some(voice) => voice.open(&shared).await,
+            None => Ok(()),
+        }
+    };
+    let (connected, opened) = tokio::join!(graph.connect(to, &offer, id), opening);
+    let wa = match connected {
         Ok(wa) => wa,
         Err(err) => {
             tracing::warn!(call_id = id, error = %err, "WhatsApp refused the call");
@@ -168,6 +213,16 @@ pub(crate) async fn start_outbound(
     }
     shared.attach_wa(id, &wa);
     tracing::info!(call_id = id, wa_call_id = %wa, "outbound call ringing");
+    if let Err(err) = opened {
+        // The phone rings already: hang up (the call's task tells WhatsApp).
+        tracing::warn!(call_id = id, error = %err, "no model session for the call; hanging up");
+        shared
+            .metrics
+            .voice_sessions
+            .with_label_values(&["open_failed"])
+            .inc();
+        shared.media.hang_up(handle, EndReason::Failed).await;
+    }
     let live = Live {
         id: id.to_owned(),
         wa,
@@ -178,6 +233,7 @@ pub(crate) async fn start_outbound(
         answered_at: None,
         ended_by_whatsapp: None,
         waiting: Vec::new(),
+        voice,
     };
     let task_shared = shared.clone();
     tokio::spawn(async move {
@@ -228,7 +284,25 @@ async fn refuse(
 
 /// A call from answered (or ringing) to ended.
 async fn run_live(shared: &Shared, mut live: Live, rx: &mut mpsc::UnboundedReceiver<CallMsg>) {
-    while let Some(msg) = rx.recv().await {
+    loop {
+        let rollover = live.voice.as_ref().and_then(Voice::rollover_at);
+        let msg = tokio::select! {
+            msg = rx.recv() => match msg {
+                Some(msg) => msg,
+                None => break,
+            },
+            () = sleep_until(rollover) => {
+                if let Some(voice) = &mut live.voice {
+                    voice.roll_over(shared).await;
+                }
+                continue;
+            }
+        };
+        if let (Some(voice), CallMsg::Media(event)) = (&mut live.voice, &msg) {
+            if let Some(reason) = voice.on_media(shared, event).await {
+                shared.media.hang_up(live.handle, reason).await;
+            }
+        }
         match msg {
             CallMsg::Media(CallEvent::Ended { reason, stats }) => {
                 let (reason, duration, error) = match live.ended_by_whatsapp {
@@ -252,6 +326,12 @@ async fn run_live(shared: &Shared, mut live: Live, rx: &mut mpsc::UnboundedRecei
                 shared
                     .record(&live.id, CallSignal::Ended(reason), duration, error)
                     .await;
+                if let Some(voice) = &live.voice {
+                    let usage = voice.usage();
+                    if usage.responses > 0 {
+                        event(shared, &live.id, "usage", json!(usage)).await;
+                    }
+                }
                 event(
                     shared,
                     &live.id,
@@ -279,6 +359,7 @@ async fn run_live(shared: &Shared, mut live: Live, rx: &mut mpsc::UnboundedRecei
                 event(shared, &live.id, "dtmf", json!({"key": key.to_string()})).await;
             }
             CallMsg::Media(CallEvent::Quality { .. }) => {}
+            // The voice assistant's (handled above).
             CallMsg::Media(
                 CallEvent::ModelConnected
                 | CallEvent::ModelChannelOpen
@@ -286,6 +367,13 @@ async fn run_live(shared: &Shared, mut live: Live, rx: &mut mpsc::UnboundedRecei
                 | CallEvent::ModelAudioStarted
                 | CallEvent::ModelEnded { .. },
             ) => {}
+            CallMsg::Voice(msg) => {
+                if let Some(voice) = &mut live.voice {
+                    if let Some(reason) = voice.on_msg(shared, msg).await {
+                        shared.media.hang_up(live.handle, reason).await;
+                    }
+                }
+            }
             CallMsg::Terminated {
                 reason,
                 duration_secs,
@@ -325,6 +413,9 @@ async fn run_live(shared: &Shared, mut live: Live, rx: &mut mpsc::UnboundedRecei
                             .await;
                         // The callee picked up: only now may the agent speak.
                         shared.media.start_media(live.handle).await;
+                        if let Some(voice) = &mut live.voice {
+                            voice.answered(shared).await;
+                        }
                         tracing::info!(call_id = %live.id, "outbound call answered");
                     }
                     Err(err) => {
@@ -345,8 +436,16 @@ async fn run_live(shared: &Shared, mut live: Live, rx: &mut mpsc::UnboundedRecei
     shared.forget(&live.id);
 }
 
+/// Sleeps until `at`, or forever.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Appends to the call's event log; a failure is logged (the call goes on).
-async fn event(shared: &Shared, id: &str, kind: &str, data: serde_json::Value) {
+pub(crate) async fn event(shared: &Shared, id: &str, kind: &str, data: serde_json::Value) {
     let entry = NewCallEvent {
         kind: kind.to_owned(),
         at: shared.clock.now(),

@@ -236,6 +236,11 @@ pub struct RealtimeConfig {
     pub max_output_tokens: Option<u32>,
     /// How long a tool may run before the model gets an error result.
     pub tool_timeout: Duration,
+    /// How long opening a model session may take before the call is rejected (or, when
+    /// already answered, the session is given up).
+    pub open_timeout: Duration,
+    /// A call's model session is replaced by a new one after this long.
+    pub session_rollover: Duration,
 }
 
 /// The assistant's persona (`ASSISTANT_*`, `DEFAULT_TIME_ZONE`).
@@ -883,6 +888,10 @@ impl Reader<'_> {
             max_output_tokens: self.optional_in("REALTIME_MAX_OUTPUT_TOKENS", 1..=4096),
             tool_timeout: Duration::from_secs(
                 self.parsed_in("REALTIME_TOOL_TIMEOUT_SECS", 1..=120),
+            ),
+            open_timeout: Duration::from_secs(self.parsed_in("REALTIME_OPEN_TIMEOUT_SECS", 1..=60)),
+            session_rollover: Duration::from_secs(
+                60 * self.parsed_in::<u64>("REALTIME_SESSION_ROLLOVER_MINS", 1..=59),
             ),
         }
     }

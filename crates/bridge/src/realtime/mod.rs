@@ -13,8 +13,14 @@
 //!    [`protocol`] types them both ways. The call code sends the greeting
 //!    ([`persona::CallPrompt::greeting`]) when media flows, answers every tool call with a
 //!    `function_call_output`, and reads transcripts and usage from the server events.
+//!
+//! [`model`] is the seam the call code sees: a provider-neutral [`model::VoiceModel`]
+//! (open a session for an SDP offer; encode commands; decode events), which
+//! [`model::OpenAiRealtime`] implements with the pieces above. Another provider implements it
+//! without touching the call engine or the call task.
 
 pub mod client;
+pub mod model;
 pub mod persona;
 pub mod protocol;
 pub mod session;

@@ -84,6 +84,17 @@ pub struct Metrics {
     pub call_jitter: Histogram,
     /// `whatsapp_bridge_call_dtmf_total`: key presses.
     pub call_dtmf: prometheus::IntCounter,
+    /// `whatsapp_bridge_voice_sessions_total{outcome}`: model sessions that could not be had
+    /// or were lost (open_failed, reopened, reopen_failed, lost_twice).
+    pub voice_sessions: IntCounterVec,
+    /// `whatsapp_bridge_tool_calls_total{tool,outcome}`: the assistant's tool calls.
+    pub tool_calls: IntCounterVec,
+    /// `whatsapp_bridge_model_tokens_total{direction}`: tokens billed by the voice model.
+    pub model_tokens: IntCounterVec,
+    /// `whatsapp_bridge_model_rate_limit_remaining{name}`: the provider's last rate limits.
+    pub model_rate_limit_remaining: prometheus::GaugeVec,
+    /// `whatsapp_bridge_model_errors_total{code}`: errors the voice model reported.
+    pub model_errors: IntCounterVec,
 }
 
 impl Metrics {
@@ -215,7 +226,7 @@ impl Metrics {
             )?,
             call_setup: histogram(
                 "whatsapp_bridge_call_setup_seconds",
-                "Inbound call setup, from the connect webhook to: pre_accept sent (stage=pre_accept), accept done (stage=accept), the caller's first audio (stage=first_media).",
+                "Inbound call setup, from the connect webhook to: pre_accept sent (stage=pre_accept), accept done (stage=accept), the caller's first audio (stage=first_media), the voice model's first audio (stage=model_audio).",
                 &["stage"],
             )?,
             media_packets: counter(
@@ -245,6 +256,33 @@ impl Metrics {
             call_dtmf: prometheus::IntCounter::new(
                 "whatsapp_bridge_call_dtmf_total",
                 "DTMF key presses received on calls.",
+            )?,
+            voice_sessions: counter(
+                "whatsapp_bridge_voice_sessions_total",
+                "Voice model sessions that could not be opened (outcome=open_failed: the call was rejected or hung up), were lost and re-established (reopened), could not be re-established (reopen_failed) or were lost a second time (lost_twice).",
+                &["outcome"],
+            )?,
+            tool_calls: counter(
+                "whatsapp_bridge_tool_calls_total",
+                "The assistant's tool calls, by tool and outcome (ok, bad_arguments, unknown_tool, not_found, refused, timed_out, failed).",
+                &["tool", "outcome"],
+            )?,
+            model_tokens: counter(
+                "whatsapp_bridge_model_tokens_total",
+                "Tokens the voice model billed, from each response's usage (direction=input, output).",
+                &["direction"],
+            )?,
+            model_rate_limit_remaining: prometheus::GaugeVec::new(
+                prometheus::Opts::new(
+                    "whatsapp_bridge_model_rate_limit_remaining",
+                    "What is left of the voice model provider's rate limits, as it last reported (name=requests, tokens).",
+                ),
+                &["name"],
+            )?,
+            model_errors: counter(
+                "whatsapp_bridge_model_errors_total",
+                "Errors the voice model reported on its event channel, by code.",
+                &["code"],
             )?,
             registry,
             names: Vec::new(),
@@ -276,6 +314,9 @@ impl Metrics {
         for direction in ["in", "out"] {
             metrics.media_packets.with_label_values(&[direction]);
             metrics.media_bytes.with_label_values(&[direction]);
+        }
+        for direction in ["input", "output"] {
+            metrics.model_tokens.with_label_values(&[direction]);
         }
         Ok(metrics)
     }
@@ -310,6 +351,11 @@ impl Metrics {
             Box::new(self.call_packet_loss.clone()),
             Box::new(self.call_jitter.clone()),
             Box::new(self.call_dtmf.clone()),
+            Box::new(self.voice_sessions.clone()),
+            Box::new(self.tool_calls.clone()),
+            Box::new(self.model_tokens.clone()),
+            Box::new(self.model_rate_limit_remaining.clone()),
+            Box::new(self.model_errors.clone()),
             #[cfg(target_os = "linux")]
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];

@@ -10,5 +10,6 @@ mod rate_limit;
 mod realtime_client;
 mod shutdown;
 mod store_story;
+mod voice;
 mod webhook_ingest;
 mod webhook_rejects;

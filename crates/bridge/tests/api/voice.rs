@@ -96,7 +96,12 @@ async fn call_events(app: &TestApp, wacid: &str) -> Vec<CallEventRecord> {
     app.store.call_events(&call.id).await.expect("events")
 }
 
-async fn wait_for_event(app: &TestApp, wacid: &str, kind: &str, matches: impl Fn(&Value) -> bool) -> Value {
+async fn wait_for_event(
+    app: &TestApp,
+    wacid: &str,
+    kind: &str,
+    matches: impl Fn(&Value) -> bool,
+) -> Value {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let events = call_events(app, wacid).await;
@@ -106,7 +111,10 @@ async fn wait_for_event(app: &TestApp, wacid: &str, kind: &str, matches: impl Fn
         assert!(
             tokio::time::Instant::now() < deadline,
             "no {kind} event: {:?}",
-            events.iter().map(|e| (&e.kind, &e.data)).collect::<Vec<_>>()
+            events
+                .iter()
+                .map(|e| (&e.kind, &e.data))
+                .collect::<Vec<_>>()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -158,7 +166,10 @@ async fn inbound_call_reaches_the_assistant(provider: Provider) {
     caller.talk(25, payload).await;
     let deadline = tokio::time::Instant::now() + WAIT;
     while model_audio(&caller) < Script::default().reply_frames {
-        assert!(tokio::time::Instant::now() < deadline, "the caller did not hear the greeting");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the caller did not hear the greeting"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // The caller's audio reached the model, Opus as sent.
@@ -166,13 +177,17 @@ async fn inbound_call_reaches_the_assistant(provider: Provider) {
     assert!(heard.audio_in.iter().any(|(_, p)| *p == payload(10)));
 
     // What the assistant said is on the call's record.
-    let line = wait_for_event(&app, "wacid.voice1", "transcript", |d| d["speaker"] == "assistant").await;
+    let line = wait_for_event(&app, "wacid.voice1", "transcript", |d| {
+        d["speaker"] == "assistant"
+    })
+    .await;
     assert_eq!(line["text"], "Hello, this is Ziggy.");
 
     // The session was created in the GA shape (the fake refuses others) with our tools.
     let secrets = realtime.requests_of(Step::ClientSecrets);
     assert_eq!(secrets.len(), 1);
-    let session = &secrets[0].body["session"];
+    let body = secrets[0].body.clone().expect("a JSON body");
+    let session = &body["session"];
     fakes::realtime::validate_ga_session(session).expect("GA session");
     let tools: Vec<&str> = session["tools"]
         .as_array()
@@ -180,11 +195,15 @@ async fn inbound_call_reaches_the_assistant(provider: Provider) {
         .iter()
         .filter_map(|t| t["name"].as_str())
         .collect();
-    assert!(tools.contains(&"add_task") && tools.contains(&"end_call"), "{tools:?}");
+    assert!(
+        tools.contains(&"add_task") && tools.contains(&"end_call"),
+        "{tools:?}"
+    );
 
     // The caller hangs up: the model leg goes with the call, and the usage is recorded.
     caller.close();
-    app.call_when("wacid.voice1", |c| c.ended_at.is_some()).await;
+    app.call_when("wacid.voice1", |c| c.ended_at.is_some())
+        .await;
     model.wait_for(WAIT, |o| o.closed).await;
     let usage = wait_for_event(&app, "wacid.voice1", "usage", |_| true).await;
     assert_eq!(usage["input_tokens"], 120);
@@ -209,7 +228,11 @@ async fn tool_calls_change_the_callers_data_and_every_one_gets_an_answer() {
             json!({"type": "conversation.item.input_audio_transcription.completed",
                    "item_id": "item_u1", "content_index": 0,
                    "transcript": "Add buy milk to my tasks."}),
-            tool_call("call_ok", "add_task", r#"{"title":"Buy milk","priority":"high"}"#),
+            tool_call(
+                "call_ok",
+                "add_task",
+                r#"{"title":"Buy milk","priority":"high"}"#,
+            ),
             tool_call("call_bad", "add_task", r#"{"title": 42"#),
             tool_call("call_unknown", "order_pizza", "{}"),
         ],
@@ -247,7 +270,10 @@ async fn tool_calls_change_the_callers_data_and_every_one_gets_an_answer() {
     assert_eq!(tasks[0].title, "Buy milk");
 
     // Caller's words, tool calls and results are on the record, in order.
-    wait_for_event(&app, "wacid.tools", "tool_result", |d| d["call_id"] == "call_unknown").await;
+    wait_for_event(&app, "wacid.tools", "tool_result", |d| {
+        d["call_id"] == "call_unknown"
+    })
+    .await;
     let events = call_events(&app, "wacid.tools").await;
     let caller_line = events
         .iter()
@@ -279,9 +305,12 @@ async fn a_call_with_no_model_session_is_rejected_not_answered() {
     let app = voice_app(&db, &realtime, Provider::OpenAi).await;
     let peer = UdpPeer::start().await;
     let offer = peer.offer().await;
-    app.post_webhook(&inbound_connect("wacid.nomodel", &offer)).await;
+    app.post_webhook(&inbound_connect("wacid.nomodel", &offer))
+        .await;
     graph_saw(&app, "reject", "call_id", "wacid.nomodel").await;
-    let call = app.call_when("wacid.nomodel", |c| c.ended_at.is_some()).await;
+    let call = app
+        .call_when("wacid.nomodel", |c| c.ended_at.is_some())
+        .await;
     assert_eq!(call.end_reason.as_deref(), Some("refused"));
     assert!(
         !app.graph.actions().contains(&"accept".to_owned()),
@@ -305,7 +334,10 @@ async fn a_model_leg_lost_mid_call_is_reestablished_once_with_the_conversation_s
     let caller = call_in(&app, "wacid.lost").await;
     let first = peers.nth(0, WAIT).await;
     caller.talk(10, payload).await;
-    wait_for_event(&app, "wacid.lost", "transcript", |d| d["speaker"] == "caller").await;
+    wait_for_event(&app, "wacid.lost", "transcript", |d| {
+        d["speaker"] == "caller"
+    })
+    .await;
 
     first.drop_leg();
     let second: ModelPeer = peers.nth(1, WAIT).await;
@@ -317,14 +349,19 @@ async fn a_model_leg_lost_mid_call_is_reestablished_once_with_the_conversation_s
         .into_iter()
         .find(|e| e["item"]["type"] == "message")
         .expect("the conversation so far");
-    let text = context["item"]["content"][0]["text"].as_str().expect("text");
+    let text = context["item"]["content"][0]["text"]
+        .as_str()
+        .expect("text");
     assert!(text.contains("What is on my list today?"), "{text}");
     // The call goes on: the caller hears the new session.
     let before = model_audio(&caller);
     caller.talk(5, payload).await;
     let deadline = tokio::time::Instant::now() + WAIT;
     while model_audio(&caller) <= before {
-        assert!(tokio::time::Instant::now() < deadline, "no audio from the new session");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no audio from the new session"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
@@ -351,7 +388,10 @@ async fn on_an_outbound_call_the_assistant_waits_for_the_callee() {
     assert_eq!(response.status(), 202);
     let placed: Value = response.json().await.expect("json");
     let call_id = placed["call_id"].as_str().expect("call id").to_owned();
-    let wacid = placed["wa_call_id"].as_str().expect("WhatsApp id").to_owned();
+    let wacid = placed["wa_call_id"]
+        .as_str()
+        .expect("WhatsApp id")
+        .to_owned();
     let connect = graph_saw(&app, "connect", "biz_opaque_callback_data", &call_id).await;
     let model = peers.nth(0, WAIT).await;
     model.wait_for(WAIT, |o| o.channel_open).await;
@@ -373,7 +413,10 @@ async fn on_an_outbound_call_the_assistant_waits_for_the_callee() {
         .await;
     let deadline = tokio::time::Instant::now() + WAIT;
     while model_audio(&callee) == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "the callee did not hear the assistant");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the callee did not hear the assistant"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     app.stop().await.expect("clean stop");
