@@ -1,5 +1,6 @@
 //! A fake Graph API: a real HTTP server on 127.0.0.1, port 0, that records what the bridge asks of
-//! `/{version}/{phone-number-id}/calls` and answers as scripted (Meta's shapes by default).
+//! `/{version}/{phone-number-id}/calls` and `/messages` and answers as scripted (Meta's shapes
+//! by default). A message is recorded with the action `message`.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -58,6 +59,7 @@ impl FakeGraph {
         let shared = Arc::new(Mutex::new(Shared::default()));
         let app = Router::new()
             .route("/{version}/{phone}/calls", post(calls))
+            .route("/{version}/{phone}/messages", post(messages))
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -96,6 +98,16 @@ impl FakeGraph {
     }
 }
 
+async fn messages(
+    state: State<Arc<Mutex<Shared>>>,
+    path: Path<(String, String)>,
+    headers: HeaderMap,
+    Json(mut body): Json<Value>,
+) -> Response {
+    body["action"] = json!("message");
+    calls(state, path, headers, Json(body)).await
+}
+
 async fn calls(
     State(shared): State<Arc<Mutex<Shared>>>,
     Path((version, phone)): Path<(String, String)>,
@@ -103,10 +115,15 @@ async fn calls(
     Json(body): Json<Value>,
 ) -> Response {
     let action = body["action"].as_str().unwrap_or("").to_owned();
+    let endpoint = if action == "message" {
+        "messages"
+    } else {
+        "calls"
+    };
     let (reply, call_id) = {
         let mut shared = shared.lock().expect("lock");
         let recorded = Recorded {
-            path: format!("/{version}/{phone}/calls"),
+            path: format!("/{version}/{phone}/{endpoint}"),
             action: action.clone(),
             body: body.clone(),
             authorization: headers
@@ -130,6 +147,11 @@ async fn calls(
         if action == "connect" {
             Json(json!({"messaging_product": "whatsapp", "calls": [{"id": call_id}]}))
                 .into_response()
+        } else if action == "message" {
+            Json(json!({"messaging_product": "whatsapp",
+                "contacts": [{"input": body["to"], "wa_id": body["to"]}],
+                "messages": [{"id": format!("wamid.{call_id}")}]}))
+            .into_response()
         } else {
             Json(json!({"messaging_product": "whatsapp", "success": true})).into_response()
         }

@@ -42,12 +42,19 @@ use crate::domain::{
 };
 use crate::events::handlers::{CallEvents, Handled, HandlerError, RecordCalls};
 use crate::media::{Media, MediaError, MediaEvent};
-use crate::store::{CallRecord, CallSignalRecord, CallUpdate, Store, StoreError};
+use crate::store::{
+    CallRecord, CallSignalRecord, CallUpdate, NewOutboundMessage, Store, StoreError,
+};
 use crate::telemetry::{masked, Metrics};
 use crate::whatsapp::client::{GraphClient, GraphError};
 
 pub use task::CallMsg;
 pub use voice::VoiceService;
+
+/// What a caller reads when their call could not be taken because the assistant is
+/// unavailable (no model session could be opened, or it was lost for good).
+const UNAVAILABLE_TEXT: &str = "Sorry, the assistant could not take your call just now. \
+    Please try again in a few minutes, or write to us here.";
 
 /// How calls are taken and placed.
 #[derive(Debug, Clone)]
@@ -177,10 +184,44 @@ impl Shared {
 
     /// Tells a caller whose call we could not take that the assistant is unavailable (a
     /// WhatsApp message, when we know who they are).
-    pub(crate) async fn tell_unavailable(&self, user: Option<UserId>) {
-        let _ = user;
-        // The message itself goes out with the chat work (messages are sent by one sender
-        // that records them); until then the rejected call is what the caller sees.
+    pub(crate) async fn tell_unavailable(&self, id: &str, user: Option<UserId>) {
+        let (Some(graph), Some(user)) = (&self.graph, user) else {
+            return;
+        };
+        let user = match self.store.user(user).await {
+            Ok(Some(user)) => user,
+            Ok(None) => return,
+            Err(err) => {
+                tracing::error!(call_id = id, error = %err, "could not read the caller to tell them");
+                return;
+            }
+        };
+        let Some(wa_id) = user.wa_id.clone() else {
+            return;
+        };
+        let text = UNAVAILABLE_TEXT;
+        let wamid = match graph.send_text(&wa_id, text).await {
+            Ok(wamid) => wamid,
+            Err(err) => {
+                tracing::warn!(call_id = id, error = %err, "could not tell the caller the assistant is unavailable");
+                return;
+            }
+        };
+        let message = NewOutboundMessage {
+            wamid,
+            phone_number_id: None,
+            kind: "text".to_owned(),
+            body: Some(text.to_owned()),
+            content: serde_json::json!({"type": "text", "text": {"body": text}}),
+            call_id: Some(id.to_owned()),
+        };
+        if let Err(err) = self
+            .store
+            .record_outbound_message(user.id, &message, self.clock.now())
+            .await
+        {
+            tracing::error!(call_id = id, error = %err, "could not record the message sent");
+        }
     }
 
     pub(crate) fn attach_handle(&self, id: &str, handle: CallHandle) {

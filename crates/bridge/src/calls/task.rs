@@ -112,7 +112,7 @@ pub(crate) async fn run_inbound(
             .with_label_values(&["open_failed"])
             .inc();
         refuse(&shared, &graph, &id, &wa, Some(handle)).await;
-        shared.tell_unavailable(user).await;
+        shared.tell_unavailable(&id, user).await;
         return;
     }
     if let Err(err) = graph.accept(&wa, &answer, &id).await {
@@ -300,7 +300,7 @@ async fn run_live(shared: &Shared, mut live: Live, rx: &mut mpsc::UnboundedRecei
         };
         if let (Some(voice), CallMsg::Media(event)) = (&mut live.voice, &msg) {
             if let Some(reason) = voice.on_media(shared, event).await {
-                shared.media.hang_up(live.handle, reason).await;
+                give_up(shared, &live, reason).await;
             }
         }
         match msg {
@@ -370,7 +370,7 @@ async fn run_live(shared: &Shared, mut live: Live, rx: &mut mpsc::UnboundedRecei
             CallMsg::Voice(msg) => {
                 if let Some(voice) = &mut live.voice {
                     if let Some(reason) = voice.on_msg(shared, msg).await {
-                        shared.media.hang_up(live.handle, reason).await;
+                        give_up(shared, &live, reason).await;
                     }
                 }
             }
@@ -434,6 +434,16 @@ async fn run_live(shared: &Shared, mut live: Live, rx: &mut mpsc::UnboundedRecei
         let _ = waiting.send(());
     }
     shared.forget(&live.id);
+}
+
+/// Ends a call the voice assistant cannot go on with. When it failed (no model session), the
+/// caller is told by message why the line went dead.
+async fn give_up(shared: &Shared, live: &Live, reason: EndReason) {
+    shared.media.hang_up(live.handle, reason).await;
+    if reason == EndReason::Failed {
+        let user = live.voice.as_ref().and_then(Voice::user_id);
+        shared.tell_unavailable(&live.id, user).await;
+    }
 }
 
 /// Sleeps until `at`, or forever.

@@ -215,6 +215,11 @@ impl Voice {
         self.replace_leg(shared, false).await;
     }
 
+    /// The caller, when identified.
+    pub(crate) fn user_id(&self) -> Option<crate::domain::UserId> {
+        self.ctx.as_ref().map(|ctx| ctx.user.id)
+    }
+
     /// Tokens used so far.
     pub(crate) fn usage(&self) -> TokenUsage {
         self.usage

@@ -24,7 +24,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::config::WhatsAppConfig;
-use crate::domain::{PhoneNumberId, WaCallId, WaId};
+use crate::domain::{PhoneNumberId, WaCallId, WaId, WamId};
 use crate::telemetry::{masked, Metrics};
 
 /// How long one Graph request may take.
@@ -129,7 +129,7 @@ struct Attempt {
 
 /// A `calls` action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CallAction {
+pub enum GraphAction {
     /// Open media before answering (user-initiated).
     PreAccept,
     /// Answer (user-initiated).
@@ -140,17 +140,20 @@ pub enum CallAction {
     Terminate,
     /// Place a business-initiated call.
     Connect,
+    /// Send a text message (`/messages`, not a call action).
+    Message,
 }
 
-impl CallAction {
+impl GraphAction {
     /// The action's name in the API.
     pub fn as_str(self) -> &'static str {
         match self {
-            CallAction::PreAccept => "pre_accept",
-            CallAction::Accept => "accept",
-            CallAction::Reject => "reject",
-            CallAction::Terminate => "terminate",
-            CallAction::Connect => "connect",
+            GraphAction::PreAccept => "pre_accept",
+            GraphAction::Accept => "accept",
+            GraphAction::Reject => "reject",
+            GraphAction::Terminate => "terminate",
+            GraphAction::Connect => "connect",
+            GraphAction::Message => "message",
         }
     }
 
@@ -158,7 +161,7 @@ impl CallAction {
     fn repeatable(self) -> bool {
         matches!(
             self,
-            CallAction::PreAccept | CallAction::Reject | CallAction::Terminate
+            GraphAction::PreAccept | GraphAction::Reject | GraphAction::Terminate
         )
     }
 }
@@ -168,6 +171,7 @@ impl CallAction {
 pub struct GraphClient {
     http: reqwest::Client,
     calls_url: Url,
+    messages_url: Url,
     token: SecretString,
     breaker: StateMachine<failure_policy::ConsecutiveFailures<backoff::Exponential>, ()>,
     metrics: Metrics,
@@ -219,12 +223,16 @@ impl GraphClient {
         token: SecretString,
         metrics: Metrics,
     ) -> anyhow::Result<Self> {
-        let mut calls_url = base.clone();
-        calls_url
-            .path_segments_mut()
-            .map_err(|()| anyhow::anyhow!("WHATSAPP_GRAPH_URL cannot be a base URL"))?
-            .pop_if_empty()
-            .extend([version, phone_number_id.as_str(), "calls"]);
+        let endpoint = |name: &str| -> anyhow::Result<Url> {
+            let mut url = base.clone();
+            url.path_segments_mut()
+                .map_err(|()| anyhow::anyhow!("WHATSAPP_GRAPH_URL cannot be a base URL"))?
+                .pop_if_empty()
+                .extend([version, phone_number_id.as_str(), name]);
+            Ok(url)
+        };
+        let calls_url = endpoint("calls")?;
+        let messages_url = endpoint("messages")?;
         let http = http_client(REQUEST_TIMEOUT)?;
         let breaker = BreakerConfig::new()
             .failure_policy(failure_policy::consecutive_failures(
@@ -235,6 +243,7 @@ impl GraphClient {
         Ok(Self {
             http,
             calls_url,
+            messages_url,
             token,
             breaker,
             metrics,
@@ -248,7 +257,7 @@ impl GraphClient {
     /// See [`GraphError`].
     pub async fn pre_accept(&self, call: &WaCallId, answer: &str) -> Result<(), GraphError> {
         let fields = json!({"session": {"sdp_type": "answer", "sdp": answer}});
-        self.send(CallAction::PreAccept, Some(call), None, fields)
+        self.send(GraphAction::PreAccept, Some(call), None, fields)
             .await
             .map(drop)
     }
@@ -267,7 +276,7 @@ impl GraphClient {
             "session": {"sdp_type": "answer", "sdp": answer},
             "biz_opaque_callback_data": callback_data,
         });
-        self.send(CallAction::Accept, Some(call), None, fields)
+        self.send(GraphAction::Accept, Some(call), None, fields)
             .await
             .map(drop)
     }
@@ -277,7 +286,7 @@ impl GraphClient {
     /// # Errors
     /// See [`GraphError`].
     pub async fn reject(&self, call: &WaCallId) -> Result<(), GraphError> {
-        self.send(CallAction::Reject, Some(call), None, json!({}))
+        self.send(GraphAction::Reject, Some(call), None, json!({}))
             .await
             .map(drop)
     }
@@ -287,7 +296,7 @@ impl GraphClient {
     /// # Errors
     /// See [`GraphError`].
     pub async fn terminate(&self, call: &WaCallId) -> Result<(), GraphError> {
-        self.send(CallAction::Terminate, Some(call), None, json!({}))
+        self.send(GraphAction::Terminate, Some(call), None, json!({}))
             .await
             .map(drop)
     }
@@ -309,7 +318,7 @@ impl GraphClient {
             "biz_opaque_callback_data": callback_data,
         });
         let answer = self
-            .send(CallAction::Connect, None, Some(to), fields)
+            .send(GraphAction::Connect, None, Some(to), fields)
             .await?;
         let id = answer
             .get("calls")
@@ -320,18 +329,41 @@ impl GraphClient {
         WaCallId::parse(id).map_err(|e| GraphError::Unexpected(e.to_string()))
     }
 
+    /// Sends a text message to `to` (outside a conversation window WhatsApp refuses it with
+    /// an error; the caller decides what that means). Never retried once it may have been
+    /// delivered: a person would get it twice.
+    ///
+    /// # Errors
+    /// See [`GraphError`].
+    pub async fn send_text(&self, to: &WaId, text: &str) -> Result<Option<WamId>, GraphError> {
+        let fields =
+            json!({"recipient_type": "individual", "type": "text", "text": {"body": text}});
+        let answer = self
+            .send(GraphAction::Message, None, Some(to), fields)
+            .await?;
+        Ok(answer["messages"][0]["id"]
+            .as_str()
+            .and_then(|id| WamId::parse(id).ok()))
+    }
+
     /// Sends one action (its `action`, `call_id`/`to` and `messaging_product` added to `fields`)
     /// with the retry policy above; logs and counts it.
     async fn send(
         &self,
-        action: CallAction,
+        action: GraphAction,
         call: Option<&WaCallId>,
         to: Option<&WaId>,
         fields: Value,
     ) -> Result<Value, GraphError> {
         // The request names its action and call (or callee) once: here, from the arguments
         // the logs and metrics use too.
-        let mut body = json!({"messaging_product": "whatsapp", "action": action.as_str()});
+        let mut body = json!({"messaging_product": "whatsapp"});
+        let url = if action == GraphAction::Message {
+            &self.messages_url
+        } else {
+            body["action"] = json!(action.as_str());
+            &self.calls_url
+        };
         if let Some(call) = call {
             body["call_id"] = json!(call.as_str());
         }
@@ -349,7 +381,7 @@ impl GraphClient {
                     maybe_delivered: false,
                 });
             }
-            let result = self.post_once(&body).await;
+            let result = self.post_once(url, &body).await;
             match &result {
                 Err(attempt) if attempt.error.is_outage() => self.breaker.on_error(),
                 Ok(_) | Err(_) => self.breaker.on_success(),
@@ -392,19 +424,19 @@ impl GraphClient {
         let call_id = call.map_or("-", WaCallId::as_str);
         match &result {
             Ok(_) => {
-                tracing::info!(action = action.as_str(), call_id, to = %masked(to), "Graph call action done")
+                tracing::info!(action = action.as_str(), call_id, to = %masked(to), "Graph request done")
             }
             Err(err) => {
-                tracing::warn!(action = action.as_str(), call_id, to = %masked(to), outcome, error = %err, "Graph call action failed")
+                tracing::warn!(action = action.as_str(), call_id, to = %masked(to), outcome, error = %err, "Graph request failed")
             }
         }
         result
     }
 
-    async fn post_once(&self, body: &Value) -> Result<Value, Attempt> {
+    async fn post_once(&self, url: &Url, body: &Value) -> Result<Value, Attempt> {
         let response = self
             .http
-            .post(self.calls_url.clone())
+            .post(url.clone())
             .bearer_auth(self.token.expose_secret())
             .json(body)
             .send()

@@ -316,6 +316,24 @@ async fn a_call_with_no_model_session_is_rejected_not_answered() {
         !app.graph.actions().contains(&"accept".to_owned()),
         "never answered"
     );
+    // The caller is told why, in the chat.
+    let message = graph_saw(&app, "message", "to", USER_WA_ID).await;
+    assert_eq!(message["type"], "text");
+    assert!(message["text"]["body"]
+        .as_str()
+        .is_some_and(|t| t.contains("could not take your call")));
+    let user = app
+        .store
+        .user_by_wa_id(&WaId::parse(USER_WA_ID).expect("id"))
+        .await
+        .expect("query")
+        .expect("user");
+    let sent = app
+        .store
+        .recent_messages(user.id, 10)
+        .await
+        .expect("messages");
+    assert_eq!(sent.len(), 1, "the message is on the user's record");
     app.stop().await.expect("clean stop");
 }
 
@@ -370,6 +388,7 @@ async fn a_model_leg_lost_mid_call_is_reestablished_once_with_the_conversation_s
     graph_saw(&app, "terminate", "call_id", "wacid.lost").await;
     let call = app.call_when("wacid.lost", |c| c.ended_at.is_some()).await;
     assert_eq!(call.end_reason.as_deref(), Some("failed"));
+    graph_saw(&app, "message", "to", USER_WA_ID).await;
     app.stop().await.expect("clean stop");
 }
 
