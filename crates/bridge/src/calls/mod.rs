@@ -82,6 +82,9 @@ pub enum PlaceCallError {
     /// The media engine failed or is stopping.
     #[error(transparent)]
     Media(#[from] MediaError),
+    /// The reminder to call about is not this user's (or does not exist).
+    #[error("no such reminder for this user")]
+    NoSuchReminder,
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -359,6 +362,7 @@ impl Calls {
         &self,
         to: &WaId,
         purpose: Option<String>,
+        reminder_id: Option<i64>,
     ) -> Result<CallRecord, PlaceCallError> {
         let shared = &self.shared;
         let graph = shared.graph.clone().ok_or(PlaceCallError::NotConfigured)?;
@@ -373,11 +377,34 @@ impl Calls {
                 now,
             )
             .await?;
+        // Looked up for this user only: an id names a reminder of the person called, or none.
+        let reminder = match reminder_id {
+            Some(reminder) => Some(
+                shared
+                    .store
+                    .reminder(user.id, reminder)
+                    .await?
+                    .ok_or(PlaceCallError::NoSuchReminder)?,
+            ),
+            None => None,
+        };
         let id = uuid::Uuid::now_v7().to_string();
         let (tx, rx) = mpsc::unbounded_channel();
         shared.admit(&id, tx).map_err(PlaceCallError::AtCapacity)?;
-        let result =
-            task::start_outbound(shared.clone(), graph, &id, to, user.id, purpose, now, rx).await;
+        let result = task::start_outbound(
+            shared.clone(),
+            graph,
+            task::Outbound {
+                id: &id,
+                to,
+                user: user.id,
+                purpose,
+                reminder,
+                now,
+            },
+            rx,
+        )
+        .await;
         if result.is_err() {
             shared.forget(&id);
         }

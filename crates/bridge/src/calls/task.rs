@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::voice::{Voice, VoiceMsg};
 use super::{PlaceCallError, Shared};
 use crate::domain::{CallChannel, CallStatusKind, UserId, WaCallId, WaId};
-use crate::store::{CallRecord, NewCall, NewCallEvent};
+use crate::store::{CallRecord, NewCall, NewCallEvent, Reminder};
 use crate::whatsapp::client::GraphClient;
 
 /// What reaches a call's task.
@@ -143,19 +143,33 @@ pub(crate) async fn run_inbound(
     run_live(&shared, live, &mut rx).await;
 }
 
+/// A call to place.
+pub(crate) struct Outbound<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) to: &'a WaId,
+    pub(crate) user: UserId,
+    pub(crate) purpose: Option<String>,
+    /// The reminder the call delivers (the callee's own).
+    pub(crate) reminder: Option<Reminder>,
+    pub(crate) now: chrono::DateTime<chrono::Utc>,
+}
+
 /// Places an outbound call; returns once WhatsApp accepted the request and leaves the rest
 /// to the call's task.
-#[allow(clippy::too_many_arguments)]
 pub(crate) async fn start_outbound(
     shared: Arc<Shared>,
     graph: GraphClient,
-    id: &str,
-    to: &WaId,
-    user: UserId,
-    purpose: Option<String>,
-    now: chrono::DateTime<chrono::Utc>,
+    call: Outbound<'_>,
     rx: mpsc::UnboundedReceiver<CallMsg>,
 ) -> Result<CallRecord, PlaceCallError> {
+    let Outbound {
+        id,
+        to,
+        user,
+        purpose,
+        reminder,
+        now,
+    } = call;
     let started = Instant::now();
     let record = shared
         .store
@@ -166,6 +180,7 @@ pub(crate) async fn start_outbound(
             user: Some(user),
             phone_number_id: None,
             purpose,
+            reminder_id: reminder.as_ref().map(|r| r.id),
             owner_instance: Some(shared.settings.instance_id.clone()),
             at: now,
         })
@@ -183,6 +198,9 @@ pub(crate) async fn start_outbound(
     let mut voice = shared
         .voice_for(id, handle, CallDirection::Outbound, started, Some(user))
         .await;
+    if let (Some(voice), Some(reminder)) = (&mut voice, &reminder) {
+        voice.deliver(reminder);
+    }
     // The model's session is set up while the phone starts ringing.
     let opening = async {
         match &mut voice {

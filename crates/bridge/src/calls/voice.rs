@@ -32,7 +32,8 @@ use crate::assistant::{ToolContext, ToolEffect, ToolOutcome, ToolRegistry, ToolR
 use crate::realtime::model::{
     ModelCommand, ModelError, ModelEvent, SeenOnce, TokenUsage, VoiceModel, VoiceSetup,
 };
-use crate::realtime::persona::{CallPrompt, Caller, Persona};
+use crate::realtime::persona::{CallPrompt, Caller, Persona, ReminderContext};
+use crate::store::Reminder;
 
 /// What the voice assistant needs, shared by every call.
 pub struct VoiceService {
@@ -132,6 +133,8 @@ pub(crate) struct Voice {
     resuming: Option<bool>,
     /// Hang up when the next response is done (`end_call`).
     goodbye_pending: bool,
+    /// The reminder this call delivers (outbound reminder calls).
+    reminder: Option<ReminderContext>,
     lines: Vec<(Speaker, String)>,
     usage: TokenUsage,
     unknown: SeenOnce,
@@ -162,6 +165,7 @@ impl Voice {
             losses: 0,
             resuming: None,
             goodbye_pending: false,
+            reminder: None,
             lines: Vec::new(),
             usage: TokenUsage::default(),
             unknown: SeenOnce::default(),
@@ -194,6 +198,17 @@ impl Voice {
             }
         }
         result
+    }
+
+    /// This call delivers `reminder`: the assistant opens with it (given as data, never as
+    /// instructions) and asks whether it is done or should be moved.
+    pub(crate) fn deliver(&mut self, reminder: &Reminder) {
+        self.reminder = Some(ReminderContext {
+            id: reminder.id.to_string(),
+            text: reminder.text.clone(),
+            due_at: reminder.next_due_at.unwrap_or(reminder.updated_at),
+            recurrence: reminder.recurrence.clone(),
+        });
     }
 
     /// The call is answered: the assistant may speak.
@@ -458,9 +473,18 @@ impl Voice {
         }
         self.opened = true;
         let prompt = self.prompt(shared);
-        let instructions = match self.resuming.take() {
-            None => prompt.greeting(),
-            Some(interrupted) => {
+        let instructions = match (self.resuming.take(), &self.reminder) {
+            (None, None) => prompt.greeting(),
+            (None, Some(reminder)) => {
+                let text = prompt.reminder_context(reminder);
+                self.send(shared, &ModelCommand::Context { text }).await;
+                prompt.reminder_greeting()
+            }
+            (Some(interrupted), reminder) => {
+                if let Some(reminder) = reminder {
+                    let text = prompt.reminder_context(reminder);
+                    self.send(shared, &ModelCommand::Context { text }).await;
+                }
                 if !self.lines.is_empty() {
                     let text = self.summary();
                     self.send(shared, &ModelCommand::Context { text }).await;

@@ -96,6 +96,8 @@ fn phone_number(field: &str, value: &str) -> Result<WaId, ApiError> {
 struct PlaceCall {
     to: String,
     purpose: Option<String>,
+    /// A reminder of the callee's to deliver on the call.
+    reminder_id: Option<i64>,
 }
 
 async fn place_call(
@@ -112,7 +114,7 @@ async fn place_call(
     })?;
     let purpose = body.purpose.filter(|p| !p.trim().is_empty());
     let call = calls
-        .place_call(&to, purpose)
+        .place_call(&to, purpose, body.reminder_id)
         .await
         .map_err(place_call_error)?;
     Ok((
@@ -129,6 +131,10 @@ fn place_call_error(err: PlaceCallError) -> ApiError {
             code: "at_capacity",
             message: err.to_string(),
             retry_after: Some(Duration::from_secs(30)),
+        },
+        PlaceCallError::NoSuchReminder => ApiError::NotFoundWith {
+            code: "reminder_not_found",
+            message: "the callee has no reminder with this id".to_owned(),
         },
         PlaceCallError::NotConfigured => ApiError::Unavailable {
             code: "whatsapp_not_configured",

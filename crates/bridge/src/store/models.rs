@@ -354,6 +354,8 @@ pub struct NewCall {
     pub phone_number_id: Option<PhoneNumberId>,
     /// Why we call.
     pub purpose: Option<String>,
+    /// The reminder the call delivers.
+    pub reminder_id: Option<i64>,
     /// The instance holding its media.
     pub owner_instance: Option<String>,
     /// When.
@@ -420,6 +422,8 @@ pub struct CallRecord {
     pub end_reason: Option<String>,
     /// Why we called (outbound).
     pub purpose: Option<String>,
+    /// The reminder the call delivers (outbound reminder calls).
+    pub reminder_id: Option<i64>,
     /// First seen.
     pub offered_at: Option<DateTime<Utc>>,
     /// Answered.

@@ -213,7 +213,7 @@ const REMINDER_COLUMNS: &str = "id, user_id, text, time_zone, local_time, recurr
 const NOTE_COLUMNS: &str = "id, body, source, created_at, updated_at";
 const MESSAGE_COLUMNS: &str =
     "id, direction, wamid, kind, body, content, status, status_at, sent_at, created_at";
-const CALL_COLUMNS: &str = "id, wa_call_id, user_id, direction, channel, state, end_reason, purpose, offered_at, answered_at, ended_at, duration_secs, error_code, created_at, updated_at";
+const CALL_COLUMNS: &str = "id, wa_call_id, user_id, direction, channel, state, end_reason, purpose, reminder_id, offered_at, answered_at, ended_at, duration_secs, error_code, created_at, updated_at";
 const PERMISSION_COLUMNS: &str = "status, expires_at, source, responded_at, updated_at";
 
 #[async_trait]
@@ -1023,8 +1023,8 @@ impl Store for SqlStore {
 
     async fn create_call(&self, call: &NewCall) -> Result<CallRecord, StoreError> {
         let sql = format!(
-            "insert into calls (id, user_id, direction, channel, state, purpose, phone_number_id, owner_instance, offered_at, created_at, updated_at) \
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $9) on conflict (id) do nothing returning {CALL_COLUMNS}"
+            "insert into calls (id, user_id, direction, channel, state, purpose, phone_number_id, owner_instance, offered_at, created_at, updated_at, reminder_id) \
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $9, $10) on conflict (id) do nothing returning {CALL_COLUMNS}"
         );
         let state = match call.direction {
             CallDirection::Inbound => CallState::Offered,
@@ -1042,6 +1042,7 @@ impl Store for SqlStore {
                     .bind(call.phone_number_id.as_ref().map(PhoneNumberId::as_str))
                     .bind(call.owner_instance.as_deref())
                     .bind(call.at)
+                    .bind(call.reminder_id)
                     .fetch_optional(pool)
                     .await
             })?;
@@ -2006,6 +2007,7 @@ struct CallRow {
     state: String,
     end_reason: Option<String>,
     purpose: Option<String>,
+    reminder_id: Option<i64>,
     offered_at: Option<DateTime<Utc>>,
     answered_at: Option<DateTime<Utc>>,
     ended_at: Option<DateTime<Utc>>,
@@ -2030,6 +2032,7 @@ impl TryFrom<CallRow> for CallRecord {
             state,
             end_reason: r.end_reason,
             purpose: r.purpose,
+            reminder_id: r.reminder_id,
             offered_at: r.offered_at,
             answered_at: r.answered_at,
             ended_at: r.ended_at,
