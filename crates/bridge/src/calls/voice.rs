@@ -135,6 +135,8 @@ pub(crate) struct Voice {
     goodbye_pending: bool,
     /// The reminder this call delivers (outbound reminder calls).
     reminder: Option<ReminderContext>,
+    /// The voice has given up (or the call is ending): no leg is replaced any more.
+    ended: bool,
     lines: Vec<(Speaker, String)>,
     usage: TokenUsage,
     unknown: SeenOnce,
@@ -166,6 +168,7 @@ impl Voice {
             resuming: None,
             goodbye_pending: false,
             reminder: None,
+            ended: false,
             lines: Vec::new(),
             usage: TokenUsage::default(),
             unknown: SeenOnce::default(),
@@ -191,10 +194,13 @@ impl Voice {
         match &result {
             Ok(()) => self.leg_opened_at = Some(Instant::now()),
             Err(_) => {
+                // Whoever opened it refuses or hangs up the call now: the dropped leg's end is
+                // no loss to recover from.
+                self.ended = true;
                 shared
                     .media
                     .drop_model_leg(self.handle, EndReason::Failed)
-                    .await
+                    .await;
             }
         }
         result
@@ -293,7 +299,7 @@ impl Voice {
                         .voice_sessions
                         .with_label_values(&["reopen_failed"])
                         .inc();
-                    return Some(EndReason::Failed);
+                    return self.give_up(EndReason::Failed);
                 }
             },
             VoiceMsg::LegOpened { .. } => {}
@@ -337,7 +343,7 @@ impl Voice {
                     .await;
                 }
             }
-            VoiceMsg::Goodbye => return Some(EndReason::HungUp),
+            VoiceMsg::Goodbye => return self.give_up(EndReason::HungUp),
         }
         None
     }
@@ -514,8 +520,21 @@ impl Voice {
         )
     }
 
+    /// The call must end: said once, whatever reports come after.
+    fn give_up(&mut self, reason: EndReason) -> Option<EndReason> {
+        if self.ended {
+            return None;
+        }
+        self.ended = true;
+        Some(reason)
+    }
+
     async fn leg_lost(&mut self, shared: &Shared, reason: EndReason) -> Option<EndReason> {
         self.channel_open = false;
+        if self.ended {
+            // The call is ending (or its first session never opened): nothing to replace.
+            return None;
+        }
         if reason == EndReason::HungUp {
             // We dropped it ourselves (a rollover): the new leg is on its way.
             return None;
@@ -535,7 +554,7 @@ impl Voice {
                 .voice_sessions
                 .with_label_values(&["lost_twice"])
                 .inc();
-            return Some(EndReason::Failed);
+            return self.give_up(EndReason::Failed);
         }
         shared
             .metrics

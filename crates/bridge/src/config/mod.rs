@@ -891,7 +891,7 @@ impl Reader<'_> {
             ),
             open_timeout: Duration::from_secs(self.parsed_in("REALTIME_OPEN_TIMEOUT_SECS", 1..=60)),
             session_rollover: Duration::from_secs(
-                60 * self.parsed_in::<u64>("REALTIME_SESSION_ROLLOVER_MINS", 1..=59),
+                self.parsed_in("REALTIME_SESSION_ROLLOVER_SECS", 10..=3540),
             ),
         }
     }

@@ -91,7 +91,7 @@ pub const SETTINGS: &[Setting] = &[
     setting("REALTIME_MAX_OUTPUT_TOKENS", "", "Longest response, in tokens (1 to 4096). Unset: no limit."),
     setting("REALTIME_TOOL_TIMEOUT_SECS", "10", "A tool that takes longer (1 to 120 s) gets an error result, so the model tells the caller instead of waiting in silence."),
     setting("REALTIME_OPEN_TIMEOUT_SECS", "8", "How long opening a call's model session (1 to 60 s: the HTTP exchange and the WebRTC connection) may take. An inbound call that has none by then is rejected (the caller is not left with silence); a lost session that cannot be re-established in time ends the call."),
-    setting("REALTIME_SESSION_ROLLOVER_MINS", "55", "A call's model session is replaced by a new one, with the conversation so far, after this many minutes (1 to 59): OpenAI ends sessions at 60 minutes."),
+    setting("REALTIME_SESSION_ROLLOVER_SECS", "3300", "A call's model session is replaced by a new one, given the conversation so far, after this many seconds (10 to 3540): OpenAI ends sessions at 60 minutes, so a long call moves to a fresh session before that."),
     // Calls and media
     setting("RTC_UDP_PORT", "40000", "The one UDP port all call media uses; open it to the internet (0: any free port, for tests)."),
     setting("RTC_BIND_ADDRESS", "0.0.0.0", "Address the media socket binds to."),

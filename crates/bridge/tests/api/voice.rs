@@ -39,6 +39,15 @@ async fn fake_model(script: Script) -> (FakeRealtime, ModelPeers) {
 }
 
 async fn voice_app(db: &TestDb, realtime: &FakeRealtime, provider: Provider) -> TestApp {
+    voice_app_with(db, realtime, provider, &[]).await
+}
+
+async fn voice_app_with(
+    db: &TestDb,
+    realtime: &FakeRealtime,
+    provider: Provider,
+    extra: &[(&'static str, &str)],
+) -> TestApp {
     let mut env = vec![
         ("ADMIN_TOKEN", TOKEN.to_owned()),
         ("VOICE_AGENT", "realtime".to_owned()),
@@ -55,6 +64,7 @@ async fn voice_app(db: &TestDb, realtime: &FakeRealtime, provider: Provider) -> 
             env.push(("AZURE_OPENAI_DEPLOYMENT", "my-realtime".to_owned()));
         }
     }
+    env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
     spawn_app_with(
         db,
         Options {
@@ -389,6 +399,13 @@ async fn a_model_leg_lost_mid_call_is_reestablished_once_with_the_conversation_s
     let call = app.call_when("wacid.lost", |c| c.ended_at.is_some()).await;
     assert_eq!(call.end_reason.as_deref(), Some("failed"));
     graph_saw(&app, "message", "to", USER_WA_ID).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        app.graph.actions().iter().filter(|a| *a == "message").count(),
+        1,
+        "told once"
+    );
+    assert_eq!(peers.peers().len(), 2, "no third session");
     app.stop().await.expect("clean stop");
 }
 
@@ -563,5 +580,66 @@ async fn a_reminder_call_gives_the_reminder_to_the_model_as_data_and_asks_about_
         !body.to_string().contains("Ignore previous instructions"),
         "the reminder's text is never in the session's instructions"
     );
+    app.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn a_long_call_moves_to_a_fresh_session_without_a_second_greeting() {
+    let db = TestDb::sqlite();
+    let (realtime, peers) = fake_model(Script {
+        on_caller_audio: vec![json!({
+            "type": "conversation.item.input_audio_transcription.completed",
+            "item_id": "item_u1", "content_index": 0,
+            "transcript": "Let us plan the week."})],
+        ..Script::default()
+    })
+    .await;
+    // The shortest rollover there is: 10 s.
+    let app = voice_app_with(
+        &db,
+        &realtime,
+        Provider::OpenAi,
+        &[("REALTIME_SESSION_ROLLOVER_SECS", "10")],
+    )
+    .await;
+    let caller = call_in(&app, "wacid.rollover").await;
+    let first = peers.nth(0, WAIT).await;
+    caller.talk(10, payload).await;
+    wait_for_event(&app, "wacid.rollover", "transcript", |d| d["speaker"] == "caller").await;
+
+    let second = peers.nth(1, Duration::from_secs(20)).await;
+    first.wait_for(WAIT, |o| o.closed).await;
+    let observed = second
+        .wait_for(WAIT, |o| !o.events_of("response.create").is_empty())
+        .await;
+    let instructions = observed.events_of("response.create")[0]["response"]["instructions"]
+        .as_str()
+        .expect("instructions")
+        .to_owned();
+    assert!(
+        !instructions.contains("Start by saying exactly") && !instructions.contains("Apologise"),
+        "no second greeting, nothing to apologise for: {instructions}"
+    );
+    let context = observed
+        .events_of("conversation.item.create")
+        .into_iter()
+        .find(|e| e["item"]["type"] == "message")
+        .expect("the conversation so far")
+        .clone();
+    assert!(context["item"]["content"][0]["text"]
+        .as_str()
+        .is_some_and(|t| t.contains("Let us plan the week.")));
+    // A rollover is not a loss: the call goes on and nothing is counted as lost.
+    let before = model_audio(&caller);
+    caller.talk(5, payload).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while model_audio(&caller) <= before {
+        assert!(tokio::time::Instant::now() < deadline, "no audio from the new session");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let events = call_events(&app, "wacid.rollover").await;
+    assert!(!events.iter().any(|e| e.kind == "model_lost"), "{events:?}");
+    let call = app.call_when("wacid.rollover", |_| true).await;
+    assert!(call.ended_at.is_none());
     app.stop().await.expect("clean stop");
 }
