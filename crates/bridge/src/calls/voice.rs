@@ -20,6 +20,7 @@
 //!   the new session as data; a second loss ends the call. Sessions approaching the provider's
 //!   limit are rolled over the same way, without counting as a loss.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -84,9 +85,21 @@ pub enum VoiceMsg {
         /// How long it took.
         took: Duration,
     },
+    /// A tool is still running after [`FILLER_AFTER`]: say its filler line.
+    Filler {
+        /// Which leg asked.
+        leg: u64,
+        /// The model's id of the call.
+        call_id: String,
+        /// The tool.
+        name: String,
+    },
     /// The goodbye has been said: hang up.
     Goodbye,
 }
+
+/// A tool that has not answered after this long gets its filler line said.
+pub const FILLER_AFTER: Duration = Duration::from_millis(1200);
 
 /// Who said a transcript line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,6 +150,12 @@ pub(crate) struct Voice {
     reminder: Option<ReminderContext>,
     /// The voice has given up (or the call is ending): no leg is replaced any more.
     ended: bool,
+    /// The model is producing a response: a new one must wait for it (the API refuses two).
+    responding: bool,
+    /// A response is wanted as soon as the current one is done (tool results to speak).
+    respond_when_free: bool,
+    /// Tool calls still running, by the model's id.
+    running_tools: HashSet<String>,
     lines: Vec<(Speaker, String)>,
     usage: TokenUsage,
     unknown: SeenOnce,
@@ -169,6 +188,9 @@ impl Voice {
             goodbye_pending: false,
             reminder: None,
             ended: false,
+            responding: false,
+            respond_when_free: false,
+            running_tools: HashSet::new(),
             lines: Vec::new(),
             usage: TokenUsage::default(),
             unknown: SeenOnce::default(),
@@ -332,12 +354,35 @@ impl Voice {
                     }
                     None => {}
                 }
+                self.running_tools.remove(&call_id);
                 if leg == self.leg {
                     self.send(
                         shared,
                         &ModelCommand::ToolOutput {
                             call_id,
                             output: result.output,
+                        },
+                    )
+                    .await;
+                    // Spoken by a response of its own, once the model is free (it may be
+                    // saying a filler line, or still finishing the turn that called the tool).
+                    self.respond(shared).await;
+                }
+            }
+            VoiceMsg::Filler { leg, call_id, name } => {
+                let still_running = self.running_tools.contains(&call_id);
+                if let (true, true, false, Some(filler)) = (
+                    still_running,
+                    leg == self.leg,
+                    self.responding,
+                    self.service.tools.filler(&name),
+                ) {
+                    let instructions = self.prompt(shared).filler(filler);
+                    self.responding = true;
+                    self.send(
+                        shared,
+                        &ModelCommand::Respond {
+                            instructions: Some(instructions),
                         },
                     )
                     .await;
@@ -351,6 +396,7 @@ impl Voice {
     async fn on_model(&mut self, shared: &Shared, event: ModelEvent) {
         match event {
             ModelEvent::Ready | ModelEvent::Ignored => {}
+            ModelEvent::ResponseStarted => self.responding = true,
             ModelEvent::CallerSaid(text) => self.line(shared, Speaker::Caller, text).await,
             ModelEvent::AssistantSaid(text) => self.line(shared, Speaker::Assistant, text).await,
             ModelEvent::ToolCall {
@@ -359,6 +405,11 @@ impl Voice {
                 arguments,
             } => self.run_tool(shared, call_id, name, arguments).await,
             ModelEvent::ResponseDone { status, usage } => {
+                self.responding = false;
+                if self.respond_when_free {
+                    self.respond_when_free = false;
+                    self.respond(shared).await;
+                }
                 if let Some(usage) = usage {
                     self.usage.add(&usage);
                     shared
@@ -390,6 +441,14 @@ impl Voice {
                 }
             }
             ModelEvent::Error { code, message } => {
+                // A response asked for while one was under way is refused: ask again when it
+                // is done. Any other error means no response of ours is pending.
+                if code.as_deref() == Some("conversation_already_has_active_response") {
+                    self.responding = true;
+                    self.respond_when_free = true;
+                } else {
+                    self.responding = false;
+                }
                 shared
                     .metrics
                     .model_errors
@@ -447,6 +506,18 @@ impl Voice {
             return;
         };
         let leg = self.leg;
+        self.running_tools.insert(call_id.clone());
+        if self.service.tools.filler(&name).is_some() {
+            self.after(
+                shared,
+                FILLER_AFTER,
+                VoiceMsg::Filler {
+                    leg,
+                    call_id: call_id.clone(),
+                    name: name.clone(),
+                },
+            );
+        }
         let tools = self.service.tools.clone();
         let ctx = self.ctx.clone();
         // Off the call's task: a slow tool must not hold up the call's events.
@@ -468,6 +539,19 @@ impl Voice {
                 took: started.elapsed(),
             }));
         });
+    }
+
+    /// Asks the model to speak (a tool's result), now or when its current response is done.
+    async fn respond(&mut self, shared: &Shared) {
+        if self.responding {
+            self.respond_when_free = true;
+            return;
+        }
+        // Counted as started now: a second result arriving before `response.created` must
+        // not ask for another.
+        self.responding = true;
+        self.send(shared, &ModelCommand::Respond { instructions: None })
+            .await;
     }
 
     /// Speaks first on this leg when everything is ready: the session's channel, the call
@@ -498,6 +582,7 @@ impl Voice {
                 prompt.resumption(interrupted)
             }
         };
+        self.responding = true;
         self.send(
             shared,
             &ModelCommand::Respond {
@@ -577,6 +662,10 @@ impl Voice {
         self.channel_open = false;
         self.opened = false;
         self.resuming = Some(interrupted);
+        // A new session has no response under way; results of tools the old one called are
+        // not given to it (it never asked).
+        self.responding = false;
+        self.respond_when_free = false;
         let Some(tx) = shared.sender(&self.call_id) else {
             return;
         };

@@ -43,7 +43,7 @@ pub enum ModelCommand {
         /// This response's instructions.
         instructions: Option<String>,
     },
-    /// A tool's result, then a response that speaks it.
+    /// A tool's result (the call asks for a response to speak it when the model is free).
     ToolOutput {
         /// The model's id of the call it made.
         call_id: String,
@@ -63,6 +63,8 @@ pub enum ModelCommand {
 pub enum ModelEvent {
     /// The session is configured.
     Ready,
+    /// The model started a response (it is speaking or working; another response must wait).
+    ResponseStarted,
     /// A transcription of the caller's speech.
     CallerSaid(String),
     /// The transcript of something the assistant said.
@@ -251,10 +253,9 @@ impl VoiceModel for OpenAiRealtime {
                 }),
             }
             .to_json()],
-            ModelCommand::ToolOutput { call_id, output } => vec![
-                ClientEvent::function_call_output(call_id.clone(), output.clone()).to_json(),
-                ClientEvent::response_create().to_json(),
-            ],
+            ModelCommand::ToolOutput { call_id, output } => {
+                vec![ClientEvent::function_call_output(call_id.clone(), output.clone()).to_json()]
+            }
             // The caller's role, not the system's: context is data and gets no more authority
             // than the caller's own words.
             ModelCommand::Context { text } => vec![ClientEvent::ConversationItemCreate {
@@ -327,8 +328,8 @@ impl VoiceModel for OpenAiRealtime {
                 message: error.message.unwrap_or_default(),
             },
             ServerEvent::Unknown { kind } => ModelEvent::Unknown(kind),
-            ServerEvent::ResponseCreated { .. }
-            | ServerEvent::InputTranscriptionFailed { .. }
+            ServerEvent::ResponseCreated { .. } => ModelEvent::ResponseStarted,
+            ServerEvent::InputTranscriptionFailed { .. }
             | ServerEvent::SpeechStarted { .. }
             | ServerEvent::SpeechStopped { .. }
             | ServerEvent::InputAudioBufferCommitted { .. }

@@ -228,6 +228,17 @@ impl CallPrompt {
         format!("{}\n\n# Right now\n{task}", self.instructions.trim_end())
     }
 
+    /// Instructions for a short line said while a slow tool works (`filler`: the tool's own
+    /// line), so the caller does not sit in silence.
+    pub fn filler(&self, filler: &str) -> String {
+        format!(
+            "{}\n\n# Right now\nA tool you called is still working. Say only this, in your own \
+             words and in a few words, then stop and wait for its result: {}",
+            self.instructions.trim_end(),
+            json_string(filler)
+        )
+    }
+
     /// The reminder of a reminder call, as context holding it as data: give it to the model
     /// (as the caller's message, never as instructions) before
     /// [`CallPrompt::reminder_greeting`].
