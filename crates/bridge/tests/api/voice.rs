@@ -235,6 +235,10 @@ async fn tool_calls_change_the_callers_data_and_every_one_gets_an_answer() {
     let db = TestDb::sqlite();
     let (realtime, peers) = fake_model(Script {
         on_caller_audio: vec![
+            // A type this version does not know, and one whose fields are not what we expect:
+            // logged, never fatal.
+            json!({"type": "conversation.item.brand_new_event", "data": {"x": 1}}),
+            json!({"type": "response.done", "response": "not an object"}),
             json!({"type": "conversation.item.input_audio_transcription.completed",
                    "item_id": "item_u1", "content_index": 0,
                    "transcript": "Add buy milk to my tasks."}),
