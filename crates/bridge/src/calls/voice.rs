@@ -378,14 +378,7 @@ impl Voice {
                     self.service.tools.filler(&name),
                 ) {
                     let instructions = self.prompt(shared).filler(filler);
-                    self.responding = true;
-                    self.send(
-                        shared,
-                        &ModelCommand::Respond {
-                            instructions: Some(instructions),
-                        },
-                    )
-                    .await;
+                    self.ask(shared, Some(instructions)).await;
                 }
             }
             VoiceMsg::Goodbye => return self.give_up(EndReason::HungUp),
@@ -547,10 +540,15 @@ impl Voice {
             self.respond_when_free = true;
             return;
         }
-        // Counted as started now: a second result arriving before `response.created` must
-        // not ask for another.
+        self.ask(shared, None).await;
+    }
+
+    /// Asks for a response now (the caller checked the model is free).
+    async fn ask(&mut self, shared: &Shared, instructions: Option<String>) {
+        // Counted as started now: a result arriving before `response.created` must not ask
+        // for another.
         self.responding = true;
-        self.send(shared, &ModelCommand::Respond { instructions: None })
+        self.send(shared, &ModelCommand::Respond { instructions })
             .await;
     }
 
@@ -582,14 +580,7 @@ impl Voice {
                 prompt.resumption(interrupted)
             }
         };
-        self.responding = true;
-        self.send(
-            shared,
-            &ModelCommand::Respond {
-                instructions: Some(instructions),
-            },
-        )
-        .await;
+        self.ask(shared, Some(instructions)).await;
     }
 
     /// The conversation so far, as a delimited data block.

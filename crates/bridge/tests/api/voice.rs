@@ -101,6 +101,15 @@ fn model_audio(peer: &UdpPeer) -> usize {
         .count()
 }
 
+/// Waits until `peer` has heard at least `packets` packets of model audio.
+async fn hears_model(peer: &UdpPeer, packets: usize, what: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while model_audio(peer) < packets {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn call_events(app: &TestApp, wacid: &str) -> Vec<CallEventRecord> {
     let call = app.call_when(wacid, |_| true).await;
     app.store.call_events(&call.id).await.expect("events")
@@ -174,14 +183,12 @@ async fn inbound_call_reaches_the_assistant(provider: Provider) {
         "{greeting}"
     );
     caller.talk(25, payload).await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while model_audio(&caller) < Script::default().reply_frames {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the caller did not hear the greeting"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    hears_model(
+        &caller,
+        Script::default().reply_frames,
+        "the caller did not hear the greeting",
+    )
+    .await;
     // The caller's audio reached the model, Opus as sent.
     let heard = model.wait_for(WAIT, |o| o.audio_in.len() >= 20).await;
     assert!(heard.audio_in.iter().any(|(_, p)| *p == payload(10)));
@@ -392,14 +399,7 @@ async fn a_model_leg_lost_mid_call_is_reestablished_once_with_the_conversation_s
     // The call goes on: the caller hears the new session.
     let before = model_audio(&caller);
     caller.talk(5, payload).await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while model_audio(&caller) <= before {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no audio from the new session"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    hears_model(&caller, before + 1, "no audio from the new session").await;
 
     // A second loss ends the call, and WhatsApp is told.
     second.drop_leg();
@@ -459,14 +459,7 @@ async fn on_an_outbound_call_the_assistant_waits_for_the_callee() {
     model
         .wait_for(WAIT, |o| !o.events_of("response.create").is_empty())
         .await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while model_audio(&callee) == 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the callee did not hear the assistant"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    hears_model(&callee, 1, "the callee did not hear the assistant").await;
     app.stop().await.expect("clean stop");
 }
 
@@ -647,14 +640,7 @@ async fn a_long_call_moves_to_a_fresh_session_without_a_second_greeting() {
     // A rollover is not a loss: the call goes on and nothing is counted as lost.
     let before = model_audio(&caller);
     caller.talk(5, payload).await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while model_audio(&caller) <= before {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no audio from the new session"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    hears_model(&caller, before + 1, "no audio from the new session").await;
     let events = call_events(&app, "wacid.rollover").await;
     assert!(!events.iter().any(|e| e.kind == "model_lost"), "{events:?}");
     let call = app.call_when("wacid.rollover", |_| true).await;
