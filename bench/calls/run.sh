@@ -5,21 +5,40 @@
 # docs/performance.md records the numbers.
 #
 #   bench/calls/run.sh [calls] [--anchor]        # default 500 calls, 20 s of streaming
+#   bench/calls/run.sh [calls] --model           # full calls: the realtime voice agent with a fake
+#                                                # model leg per call (default 300 calls)
+#
+# With --model, loadgen runs the bridge with VOICE_AGENT=realtime against a fake Realtime API and
+# plays every call's model too (greets at once, then echoes the caller), so each call has four
+# media streams through the bridge.
 #
 # Results are appended as JSON lines to bench/calls/results.jsonl (ignored by git) unless
 # RESULTS=path is set.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-calls=500
+calls=
 anchor=false
+model=false
 for arg in "$@"; do
   case $arg in
     --anchor) anchor=true ;;
-    ''|*[!0-9]*) echo "usage: $0 [calls] [--anchor]" >&2; exit 2 ;;
+    --model) model=true ;;
+    ''|*[!0-9]*) echo "usage: $0 [calls] [--anchor] [--model]" >&2; exit 2 ;;
     *) calls=$arg ;;
   esac
 done
+if $model; then
+  calls=${calls:-300}
+  mode=(--model)
+  kind="full calls (model leg each)"
+  name="ours model"
+else
+  calls=${calls:-500}
+  mode=()
+  kind="calls"
+  name="ours"
+fi
 target=${CARGO_TARGET_DIR:-target}
 results=${RESULTS:-bench/calls/results.jsonl}
 duration=${DURATION:-20}
@@ -29,15 +48,16 @@ stamp=$(date -u +%Y-%m-%dT%H:%MZ)
 cargo build --release --locked -p whatsapp-bridge -p loadgen >&2
 bridge="$target/release/whatsapp-bridge"
 
-echo "== loadgen: $calls calls, ${duration}s streaming, ramp $ramp/s" >&2
-"$target/release/loadgen" --calls "$calls" --duration "$duration" --ramp "$ramp" \
-  --bridge "$bridge" --label "ours $stamp" --output "$results" >/dev/null
+echo "== loadgen: $calls $kind, ${duration}s streaming, ramp $ramp/s" >&2
+# ${mode[@]+...}: an empty array under `set -u` (bash before 4.4 calls it unbound).
+"$target/release/loadgen" --calls "$calls" --duration "$duration" --ramp "$ramp" ${mode[@]+"${mode[@]}"} \
+  --bridge "$bridge" --label "$name $stamp" --output "$results" >/dev/null
 # The same with the media thread at real-time priority, where the system allows it (the
 # bridge's log says if it does not: see docs/performance.md).
 echo "== loadgen: the same with RTC_REALTIME_PRIORITY=true" >&2
-"$target/release/loadgen" --calls "$calls" --duration "$duration" --ramp "$ramp" \
+"$target/release/loadgen" --calls "$calls" --duration "$duration" --ramp "$ramp" ${mode[@]+"${mode[@]}"} \
   --bridge "$bridge" --bridge-env RTC_REALTIME_PRIORITY=true \
-  --label "ours realtime $stamp" --output "$results" >/dev/null
+  --label "$name realtime $stamp" --output "$results" >/dev/null
 
 if $anchor; then
   anchor_dir=${PION_ANCHOR_DIR:-../shared/bench/pion-anchor}

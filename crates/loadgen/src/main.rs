@@ -8,9 +8,17 @@
 //! end it sends the `terminate` webhooks, checks `/health` falls back to 0 active calls, and
 //! stops the bridge with SIGTERM.
 //!
+//! With `--model` it plays OpenAI's side too: the bridge runs `VOICE_AGENT=realtime` against a
+//! fake Realtime API (fakes::realtime) whose answerer hands every model leg's offer to a fake
+//! model peer of ours ([`models`]). The model greets at once when asked and then echoes every
+//! caller packet, so each round trip is caller → bridge → model → bridge → caller: four media
+//! streams per call, all relayed by the bridge. It also times `connect` → the greeting's first
+//! packet at the caller, and each relay on its own.
+//!
 //! ```text
 //! cargo build --release -p whatsapp-bridge -p loadgen
 //! target/release/loadgen --calls 500 --bridge target/release/whatsapp-bridge
+//! target/release/loadgen --calls 300 --model --bridge target/release/whatsapp-bridge
 //! ```
 //!
 //! One JSON line goes to stdout (and is appended to `--output`), a summary to stderr. The exit
@@ -18,6 +26,7 @@
 // A command-line tool: its output is the point.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod models;
 mod peers;
 mod proc;
 
@@ -33,7 +42,7 @@ use clap::Parser;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
-use crate::peers::{Callers, Control, Outcome};
+use crate::peers::{Control, Outcome, Peers};
 use crate::proc::{Sample, Sampler};
 
 const APP_SECRET: &str = "loadgen-app-secret";
@@ -41,7 +50,9 @@ const PHONE_NUMBER_ID: &str = "100000000000001";
 const ACCESS_TOKEN: &str = "loadgen-graph-token";
 
 #[derive(Parser, Debug)]
-#[command(about = "N concurrent WhatsApp calls through the bridge's echo agent, measured")]
+#[command(
+    about = "N concurrent WhatsApp calls through the bridge's echo agent (or, with --model, a fake realtime model), measured"
+)]
 struct Args {
     /// Concurrent calls.
     #[arg(long, default_value_t = 100)]
@@ -58,6 +69,10 @@ struct Args {
     /// ECHO_DELAY_MS for the bridge (0: echo at once, so the round trip is the bridge's own).
     #[arg(long, default_value_t = 0)]
     echo_delay_ms: u64,
+    /// Answer the calls with the realtime voice agent (VOICE_AGENT=realtime) and a fake model
+    /// per call that greets at once and echoes the caller: each call has a model leg.
+    #[arg(long)]
+    model: bool,
     /// A name for this run in the JSON.
     #[arg(long, default_value = "whatsapp-bridge")]
     label: String,
@@ -83,6 +98,8 @@ fn parse_env(value: &str) -> Result<(String, String), String> {
 #[derive(Default, Clone)]
 struct Signalling {
     webhook_at: Option<Instant>,
+    /// The same, in ns since the epoch (to compare with the kernel's receive times).
+    webhook_ns: Option<u64>,
     webhook_ack: Option<Duration>,
     webhook_status: Option<u16>,
     answer_at: Option<Instant>,
@@ -114,14 +131,36 @@ fn main() -> ExitCode {
 async fn run(args: Args) -> anyhow::Result<bool> {
     let dir = tempfile::tempdir().context("temp dir")?;
     let graph = fakes::graph::FakeGraph::start().await;
+    let peers = Arc::new(Peers::start(args.calls, args.model)?);
+    let realtime = if args.model {
+        Some(fake_realtime(peers.clone()).await)
+    } else {
+        None
+    };
     let http_port = free_tcp_port()?;
     let udp_port = free_udp_port()?;
-    let mut bridge = start_bridge(&args, dir.path(), &graph.url, http_port, udp_port)?;
+    let mut bridge = start_bridge(
+        &args,
+        dir.path(),
+        &graph.url,
+        realtime.as_ref(),
+        http_port,
+        udp_port,
+    )?;
     let base = format!("http://127.0.0.1:{http_port}");
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
         .build()?;
-    let outcome = measure(&args, &graph, &client, &base, bridge.id()).await;
+    let outcome = measure(
+        &args,
+        &graph,
+        realtime.as_ref(),
+        peers,
+        &client,
+        &base,
+        bridge.id(),
+    )
+    .await;
     stop_bridge(&mut bridge);
     if args.keep {
         let kept = dir.keep();
@@ -140,9 +179,28 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     Ok(result["ok"] == result["calls"] && result["misrouted"] == 0)
 }
 
+/// The fake Realtime API, answering every model leg's offer with a model peer on the peers
+/// thread (the offer goes over the control channel, the answer comes back on a oneshot).
+async fn fake_realtime(peers: Arc<Peers>) -> fakes::realtime::FakeRealtime {
+    let realtime = fakes::realtime::FakeRealtime::start().await;
+    realtime.set_answerer(Arc::new(move |offer| {
+        let peers = peers.clone();
+        Box::pin(async move {
+            let (reply, answer) = oneshot::channel();
+            peers.send(Control::ModelOffer { offer, reply });
+            answer
+                .await
+                .map_err(|_| "the peers thread stopped".to_owned())?
+        })
+    }));
+    realtime
+}
+
 async fn measure(
     args: &Args,
     graph: &fakes::graph::FakeGraph,
+    realtime: Option<&fakes::realtime::FakeRealtime>,
+    peers: Arc<Peers>,
     client: &reqwest::Client,
     base: &str,
     pid: u32,
@@ -152,10 +210,9 @@ async fn measure(
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle = sampler.latest();
 
-    let callers = Arc::new(Callers::start(args.calls)?);
     let calls: Arc<Mutex<Vec<Signalling>>> =
         Arc::new(Mutex::new(vec![Signalling::default(); args.calls]));
-    let watcher = tokio::spawn(watch_graph(graph.watch(), callers.clone(), calls.clone()));
+    let watcher = tokio::spawn(watch_graph(graph.watch(), peers.clone(), calls.clone()));
 
     // Ramp: one connect webhook every 1/ramp s; the posts run concurrently so a slow
     // acknowledgement does not slow the ramp.
@@ -165,8 +222,8 @@ async fn measure(
     for idx in 0..args.calls {
         tick.tick().await;
         let (reply, offer) = oneshot::channel();
-        callers.send(Control::Offer { idx, reply });
-        let offer = offer.await.context("callers thread stopped")?;
+        peers.send(Control::Offer { idx, reply });
+        let offer = offer.await.context("peers thread stopped")?;
         let body = calls_webhook(json!({
             "id": wacid(idx), "from": format!("4477009{idx:05}"), "to": "15550783881",
             "event": "connect", "timestamp": "1764182400", "direction": "USER_INITIATED",
@@ -177,7 +234,11 @@ async fn measure(
         let calls = calls.clone();
         posts.push(tokio::spawn(async move {
             let started = Instant::now();
-            lock(&calls)[idx].webhook_at = Some(started);
+            {
+                let mut calls = lock(&calls);
+                calls[idx].webhook_at = Some(started);
+                calls[idx].webhook_ns = Some(peers::realtime_ns());
+            }
             let status = post_signed(&client, &url, body).await;
             let mut calls = lock(&calls);
             calls[idx].webhook_ack = Some(started.elapsed());
@@ -191,13 +252,14 @@ async fn measure(
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let steady_start = sampler.latest();
+    peers.send(Control::Steady);
     tokio::time::sleep(Duration::from_secs(args.duration)).await;
     let steady_end = sampler.latest();
-    callers.send(Control::StopSending);
+    peers.send(Control::StopSending);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (reply, outcome) = oneshot::channel();
-    callers.send(Control::Finish { reply });
-    let outcome = outcome.await.context("callers thread stopped")?;
+    peers.send(Control::Finish { reply });
+    let outcome = outcome.await.context("peers thread stopped")?;
 
     // Hang up: one terminate webhook per call, as WhatsApp sends them.
     let mut terminate_errors = 0;
@@ -239,13 +301,14 @@ async fn measure(
         terminate_errors,
         active_after,
         graph,
+        realtime,
     ))
 }
 
 /// Applies the bridge's answer as soon as the fake Graph receives it.
 async fn watch_graph(
     mut requests: tokio::sync::mpsc::UnboundedReceiver<fakes::graph::Recorded>,
-    callers: Arc<Callers>,
+    peers: Arc<Peers>,
     calls: Arc<Mutex<Vec<Signalling>>>,
 ) {
     while let Some(request) = requests.recv().await {
@@ -283,7 +346,7 @@ async fn watch_graph(
                         .as_str()
                         .unwrap_or_default()
                         .to_owned();
-                    callers.send(Control::Answer { idx, sdp });
+                    peers.send(Control::Answer { idx, sdp });
                 }
             }
             other => {
@@ -312,9 +375,11 @@ fn summarize(
     terminate_errors: usize,
     active_after: Option<i64>,
     graph: &fakes::graph::FakeGraph,
+    realtime: Option<&fakes::realtime::FakeRealtime>,
 ) -> Value {
     let mut answer_us = Vec::new();
     let mut setup_us = Vec::new();
+    let mut first_model_audio_us = Vec::new();
     let mut ack_us = Vec::new();
     let (mut ok, mut sent, mut echoed, mut duplicates, mut misrouted) = (0, 0, 0, 0, 0);
     let mut failures: HashMap<String, usize> = HashMap::new();
@@ -332,6 +397,15 @@ fn summarize(
         if let Some(setup) = setup {
             setup_us.push(us(setup));
         }
+        let first_model_audio = match (sig.webhook_ns, call.first_model_audio_ns) {
+            (Some(webhook), Some(audio)) => {
+                Some(Duration::from_nanos(audio.saturating_sub(webhook)))
+            }
+            _ => None,
+        };
+        if let Some(first) = first_model_audio {
+            first_model_audio_us.push(us(first));
+        }
         let failure = if sig.webhook_status != Some(200) {
             Some(format!("webhook status {:?}", sig.webhook_status))
         } else if let Some(violation) = &sig.graph_violation {
@@ -340,6 +414,8 @@ fn summarize(
             Some(error.clone())
         } else if setup.is_none_or(|s| s > Duration::from_secs(20)) {
             Some("no echo within 20 s".to_owned())
+        } else if args.model && first_model_audio.is_none_or(|s| s > Duration::from_secs(20)) {
+            Some("no model audio within 20 s".to_owned())
         } else {
             None
         };
@@ -352,8 +428,19 @@ fn summarize(
         duplicates += call.duplicates;
         misrouted += call.misrouted;
     }
+    // The steady window alone (every call up, none starting): the relay without call setup's
+    // DTLS handshakes and session work.
+    let steady = |samples: &[u32]| samples.get(outcome.steady.clone()).unwrap_or(&[]).to_vec();
+    let mut rtt_steady_us = steady(&outcome.rtt_us);
+    let mut relay_steady_us = steady(&outcome.to_model_us);
+    relay_steady_us.extend(steady(&outcome.to_caller_us));
     let mut rtt_us = outcome.rtt_us;
     let mut lag_us = outcome.send_lag_us;
+    let mut to_model_us = outcome.to_model_us;
+    let mut to_caller_us = outcome.to_caller_us;
+    let mut model_hold_us = outcome.model_hold_us;
+    // Each relay on its own, both directions together: what "relay latency" means with a model.
+    let mut relay_us: Vec<u32> = to_model_us.iter().chain(&to_caller_us).copied().collect();
     let loss = if sent == 0 {
         0.0
     } else {
@@ -375,7 +462,8 @@ fn summarize(
     } else {
         0
     };
-    // In the steady window every working call streams 50 packets a second.
+    // In the steady window every working call streams 50 packets a second (each relayed twice
+    // with a model).
     let packets_per_second = ok as f64 * 50.0;
     let cpu_us_per_packet = if packets_per_second > 0.0 {
         steady_cores * 1e6 / packets_per_second
@@ -390,7 +478,7 @@ fn summarize(
                 *m.entry(a).or_default() += 1;
                 m
             });
-    let result = json!({
+    let mut result = json!({
         "label": args.label,
         "calls": args.calls,
         "ok": ok,
@@ -404,6 +492,7 @@ fn summarize(
         "duplicates": duplicates,
         "misrouted": misrouted,
         "rtt_ms": dist(&mut rtt_us, 1000.0),
+        "rtt_steady_ms": dist(&mut rtt_steady_us, 1000.0),
         "setup_ms": dist(&mut setup_us, 1000.0),
         "answer_ms": dist(&mut answer_us, 1000.0),
         "webhook_ack_ms": dist(&mut ack_us, 1000.0),
@@ -419,7 +508,57 @@ fn summarize(
         "terminate_webhook_errors": terminate_errors,
         "active_calls_after_terminate": active_after,
         "failures": failures,
+        "model": args.model,
+        // caller → bridge, bridge → model, model → bridge, bridge → caller
+        "streams_per_call": if args.model { 4 } else { 2 },
     });
+    if args.model {
+        let models = &outcome.models;
+        let model_errors: HashMap<String, usize> = models
+            .iter()
+            .filter_map(|m| m.error.clone())
+            .fold(HashMap::new(), |mut m, e| {
+                *m.entry(e).or_default() += 1;
+                m
+            });
+        let first = dist(&mut first_model_audio_us, 1000.0);
+        let extra = json!({
+            "first_model_audio_ms": first,
+            "first_model_audio_ms_p50": first["p50"],
+            "first_model_audio_ms_p99": first["p99"],
+            "calls_with_model_audio": outcome.calls.iter().filter(|c| c.first_model_audio_ns.is_some()).count(),
+            "relay_ms": dist(&mut relay_us, 1000.0),
+            "relay_steady_ms": dist(&mut relay_steady_us, 1000.0),
+            "relay_to_model_ms": dist(&mut to_model_us, 1000.0),
+            "relay_to_caller_ms": dist(&mut to_caller_us, 1000.0),
+            "model_peer_hold_ms": dist(&mut model_hold_us, 1000.0),
+            "bridge_cpu_us_per_relayed_packet": round(cpu_us_per_packet / 2.0, 2),
+            "model_legs": models.len(),
+            "model_legs_connected": models.iter().filter(|m| m.connected).count(),
+            "model_channels_open": models.iter().filter(|m| m.channel_open).count(),
+            "model_greetings": models.iter().map(|m| m.greetings).sum::<u64>(),
+            "model_echoed": models.iter().map(|m| m.echoed).sum::<u64>(),
+            "model_errors": model_errors,
+            "realtime_requests": realtime_counts(realtime),
+        });
+        if let (Some(result), Some(extra)) = (result.as_object_mut(), extra.as_object()) {
+            result.extend(extra.clone());
+        }
+        eprintln!(
+            "{}: model legs: first model audio p50 {} p99 {} ms after connect; relay (each way) p50 {} p99 {} ms (steady window p50 {} p99 {} ms), caller → model p99 {} ms, model → caller p99 {} ms (round trip p99 {} ms includes the model peer's own p99 {} ms)",
+            args.label,
+            result["first_model_audio_ms"]["p50"],
+            result["first_model_audio_ms"]["p99"],
+            result["relay_ms"]["p50"],
+            result["relay_ms"]["p99"],
+            result["relay_steady_ms"]["p50"],
+            result["relay_steady_ms"]["p99"],
+            result["relay_to_model_ms"]["p99"],
+            result["relay_to_caller_ms"]["p99"],
+            result["rtt_ms"]["p99"],
+            result["model_peer_hold_ms"]["p99"],
+        );
+    }
     eprintln!(
         "{}: {}/{} calls ok, loss {:.3}%, rtt p50 {} p99 {} ms, setup p50 {} p99 {} ms, webhook→pre_accept p50 {} p99 {} ms; bridge {:.3} cores steady ({:.1} µs/packet), RSS {:.1} MB peak ({} KB/call over {:.1} MB idle); loadgen {:.3} cores",
         args.label,
@@ -440,6 +579,19 @@ fn summarize(
         gen_steady,
     );
     result
+}
+
+/// The fake Realtime API's requests, by step and status (`calls 201`).
+fn realtime_counts(realtime: Option<&fakes::realtime::FakeRealtime>) -> HashMap<String, usize> {
+    let requests = realtime.map(|r| r.requests()).unwrap_or_default();
+    requests.iter().fold(HashMap::new(), |mut m, r| {
+        let step = match r.step {
+            fakes::realtime::Step::ClientSecrets => "client_secrets",
+            fakes::realtime::Step::Calls => "calls",
+        };
+        *m.entry(format!("{step} {}", r.status)).or_default() += 1;
+        m
+    })
 }
 
 /// p50/p90/p99/max of `values` (in `unit`s per millisecond).
@@ -496,11 +648,23 @@ fn start_bridge(
     args: &Args,
     dir: &std::path::Path,
     graph_url: &str,
+    realtime: Option<&fakes::realtime::FakeRealtime>,
     http_port: u16,
     udp_port: u16,
 ) -> anyhow::Result<Child> {
     let log = std::fs::File::create(dir.join("bridge.log"))?;
     let database = format!("sqlite://{}", dir.join("bridge.db").display());
+    let agent: Vec<(&str, String)> = match realtime {
+        Some(realtime) => vec![
+            ("VOICE_AGENT", "realtime".to_owned()),
+            ("OPENAI_API_KEY", fakes::realtime::API_KEY.to_owned()),
+            ("OPENAI_BASE_URL", realtime.openai_base_url()),
+        ],
+        None => vec![
+            ("VOICE_AGENT", "echo".to_owned()),
+            ("ECHO_DELAY_MS", args.echo_delay_ms.to_string()),
+        ],
+    };
     let child = Command::new(&args.bridge)
         // Its own directory: no developer's .env is picked up.
         .current_dir(dir)
@@ -515,8 +679,7 @@ fn start_bridge(
         .env("RTC_BIND_ADDRESS", "127.0.0.1")
         .env("STUN_SERVER", "none")
         .env("MAX_CONCURRENT_CALLS", (args.calls + 10).to_string())
-        .env("VOICE_AGENT", "echo")
-        .env("ECHO_DELAY_MS", args.echo_delay_ms.to_string())
+        .envs(agent)
         .env("DATABASE_URL", database)
         .env("LOG_LEVEL", "warn")
         .env("LOG_FORMAT", "json")

@@ -60,3 +60,62 @@ fn a_few_calls_stream_through_the_bridge_and_every_packet_comes_back() {
         "the bridge's memory was read: {result}"
     );
 }
+
+#[test]
+fn with_a_model_leg_every_call_hears_the_greeting_and_every_packet_comes_back_through_the_model() {
+    let output = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args([
+            "--calls",
+            "3",
+            "--duration",
+            "2",
+            "--ramp",
+            "10",
+            "--model",
+            "--bridge",
+        ])
+        .arg(bridge_binary())
+        .output()
+        .expect("loadgen runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "loadgen failed: {stderr}");
+    let result: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("one JSON line on stdout");
+    assert_eq!(result["model"], true, "{result}");
+    assert_eq!(result["streams_per_call"], 4, "{result}");
+    assert_eq!(result["ok"], 3, "{result}");
+    // The path through the model: a session per call, its greeting heard by every caller.
+    assert_eq!(
+        result["realtime_requests"]["client_secrets 200"], 3,
+        "{result}"
+    );
+    assert_eq!(result["realtime_requests"]["calls 201"], 3, "{result}");
+    assert_eq!(result["model_legs_connected"], 3, "{result}");
+    assert_eq!(
+        result["model_greetings"], 3,
+        "one greeting per call: {result}"
+    );
+    assert_eq!(result["calls_with_model_audio"], 3, "{result}");
+    assert!(
+        result["first_model_audio_ms_p50"].as_f64().is_some(),
+        "{result}"
+    );
+    // Every packet went caller → bridge → model → bridge → caller, and none was lost.
+    let sent = result["packets_sent"].as_u64().expect("sent");
+    assert!(
+        sent >= 3 * 50 * 2,
+        "three calls streamed for two seconds: {result}"
+    );
+    assert_eq!(result["packets_echoed"], sent, "no loss: {result}");
+    assert!(
+        result["model_echoed"].as_u64().expect("model echoed") >= sent,
+        "every echo came from the model: {result}"
+    );
+    assert_eq!(result["misrouted"], 0, "{result}");
+    assert!(result["relay_ms"]["p50"].as_f64().is_some(), "{result}");
+    assert_eq!(result["active_calls_after_terminate"], 0, "{result}");
+    assert_eq!(
+        result["graph_requests"]["accept"], 3,
+        "every call accepted once its model session was up: {result}"
+    );
+}
