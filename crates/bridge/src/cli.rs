@@ -32,9 +32,12 @@ pub enum Command {
         /// The WhatsApp id (phone number in international format) to call.
         #[arg(long)]
         to: String,
-        /// Why we call (shown in the call record; the assistant uses it).
+        /// Why we call (kept on the call record).
         #[arg(long)]
         purpose: Option<String>,
+        /// A reminder of the callee's (its id) for the assistant to deliver on the call.
+        #[arg(long)]
+        reminder: Option<i64>,
         /// The service's base URL (default: http://127.0.0.1:$PORT).
         #[arg(long)]
         url: Option<String>,

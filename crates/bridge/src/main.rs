@@ -43,7 +43,12 @@ fn main() -> ExitCode {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => serve(config).await,
             Command::Migrate => migrate(config).await,
-            Command::Call { to, purpose, url } => place_call(config, to, purpose, url).await,
+            Command::Call {
+                to,
+                purpose,
+                reminder,
+                url,
+            } => place_call(config, to, purpose, reminder, url).await,
         }
     });
     match result {
@@ -99,6 +104,7 @@ async fn place_call(
     config: Config,
     to: String,
     purpose: Option<String>,
+    reminder: Option<i64>,
     url: Option<String>,
 ) -> anyhow::Result<()> {
     use secrecy::ExposeSecret;
@@ -110,7 +116,7 @@ async fn place_call(
     let response = reqwest::Client::new()
         .post(format!("{}/api/calls", base.trim_end_matches('/')))
         .bearer_auth(token.expose_secret())
-        .json(&serde_json::json!({"to": to, "purpose": purpose}))
+        .json(&serde_json::json!({"to": to, "purpose": purpose, "reminder_id": reminder}))
         .send()
         .await
         .with_context(|| format!("cannot reach the service at {base}"))?;
