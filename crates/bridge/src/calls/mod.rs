@@ -43,7 +43,7 @@ use crate::domain::{
 use crate::events::handlers::{CallEvents, Handled, HandlerError, RecordCalls};
 use crate::media::{Media, MediaError, MediaEvent};
 use crate::store::{
-    CallRecord, CallSignalRecord, CallUpdate, NewOutboundMessage, Store, StoreError,
+    CallRecord, CallSignalRecord, CallUpdate, NewOutboundMessage, Store, StoreError, User,
 };
 use crate::telemetry::{masked, Metrics};
 use crate::whatsapp::client::{GraphClient, GraphError};
@@ -187,23 +187,16 @@ impl Shared {
 
     /// Tells a caller whose call we could not take that the assistant is unavailable (a
     /// WhatsApp message, when we know who they are).
-    pub(crate) async fn tell_unavailable(&self, id: &str, user: Option<UserId>) {
+    pub(crate) async fn tell_unavailable(&self, id: &str, user: Option<&User>) {
+        // The caller's row as the call read it at its start: no second read for the number.
         let (Some(graph), Some(user)) = (&self.graph, user) else {
             return;
         };
-        let user = match self.store.user(user).await {
-            Ok(Some(user)) => user,
-            Ok(None) => return,
-            Err(err) => {
-                tracing::error!(call_id = id, error = %err, "could not read the caller to tell them");
-                return;
-            }
-        };
-        let Some(wa_id) = user.wa_id.clone() else {
+        let Some(wa_id) = user.wa_id.as_ref() else {
             return;
         };
         let text = UNAVAILABLE_TEXT;
-        let wamid = match graph.send_text(&wa_id, text).await {
+        let wamid = match graph.send_text(wa_id, text).await {
             Ok(wamid) => wamid,
             Err(err) => {
                 tracing::warn!(call_id = id, error = %err, "could not tell the caller the assistant is unavailable");

@@ -112,7 +112,9 @@ pub(crate) async fn run_inbound(
             .with_label_values(&["open_failed"])
             .inc();
         refuse(&shared, &graph, &id, &wa, Some(handle)).await;
-        shared.tell_unavailable(&id, user).await;
+        shared
+            .tell_unavailable(&id, voice.as_ref().and_then(Voice::user))
+            .await;
         return;
     }
     if let Err(err) = graph.accept(&wa, &answer, &id).await {
@@ -459,8 +461,9 @@ async fn run_live(shared: &Shared, mut live: Live, rx: &mut mpsc::UnboundedRecei
 async fn give_up(shared: &Shared, live: &Live, reason: EndReason) {
     shared.media.hang_up(live.handle, reason).await;
     if reason == EndReason::Failed {
-        let user = live.voice.as_ref().and_then(Voice::user_id);
-        shared.tell_unavailable(&live.id, user).await;
+        shared
+            .tell_unavailable(&live.id, live.voice.as_ref().and_then(Voice::user))
+            .await;
     }
 }
 

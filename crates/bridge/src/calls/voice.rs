@@ -34,7 +34,7 @@ use crate::realtime::model::{
     ModelCommand, ModelError, ModelEvent, SeenOnce, TokenUsage, VoiceModel, VoiceSetup,
 };
 use crate::realtime::persona::{CallPrompt, Caller, Persona, ReminderContext};
-use crate::store::Reminder;
+use crate::store::{Reminder, User};
 
 /// What the voice assistant needs, shared by every call.
 pub struct VoiceService {
@@ -205,25 +205,12 @@ impl Voice {
     pub(crate) async fn open(&mut self, shared: &Shared) -> Result<(), ModelError> {
         self.leg += 1;
         let setup = self.setup(shared);
-        let opening = open_leg(shared, self.service.clone(), self.handle, setup);
-        let result = match tokio::time::timeout(self.service.open_timeout, opening).await {
-            Ok(result) => result,
-            Err(_) => Err(ModelError::Unavailable(format!(
-                "no session within {:?}",
-                self.service.open_timeout
-            ))),
-        };
+        let result = open_leg(&shared.media, &self.service, self.handle, setup).await;
         match &result {
             Ok(()) => self.leg_opened_at = Some(Instant::now()),
-            Err(_) => {
-                // Whoever opened it refuses or hangs up the call now: the dropped leg's end is
-                // no loss to recover from.
-                self.ended = true;
-                shared
-                    .media
-                    .drop_model_leg(self.handle, EndReason::Failed)
-                    .await;
-            }
+            // Whoever opened it refuses or hangs up the call now: the dropped leg's end is no
+            // loss to recover from.
+            Err(_) => self.ended = true,
         }
         result
     }
@@ -258,9 +245,9 @@ impl Voice {
         self.replace_leg(shared, false).await;
     }
 
-    /// The caller, when identified.
-    pub(crate) fn user_id(&self) -> Option<crate::domain::UserId> {
-        self.ctx.as_ref().map(|ctx| ctx.user.id)
+    /// The caller, as read when the call started (when identified).
+    pub(crate) fn user(&self) -> Option<&User> {
+        self.ctx.as_ref().map(|ctx| &ctx.user)
     }
 
     /// Tokens used so far.
@@ -666,14 +653,9 @@ impl Voice {
         let service = self.service.clone();
         let handle = self.handle;
         tokio::spawn(async move {
-            let opening = open_leg_with(&media, service.clone(), handle, setup);
-            let result = match tokio::time::timeout(service.open_timeout, opening).await {
-                Ok(result) => result.map_err(|e| e.to_string()),
-                Err(_) => Err(format!("no session within {:?}", service.open_timeout)),
-            };
-            if result.is_err() {
-                media.drop_model_leg(handle, EndReason::Failed).await;
-            }
+            let result = open_leg(&media, &service, handle, setup)
+                .await
+                .map_err(|e| e.to_string());
             let _ = tx.send(CallMsg::Voice(VoiceMsg::LegOpened { leg, result }));
         });
     }
@@ -719,29 +701,34 @@ impl Voice {
     }
 }
 
+/// Offers the call a model leg, exchanges the SDP with the provider and applies the answer,
+/// within the open timeout. A leg that did not open is dropped.
 async fn open_leg(
-    shared: &Shared,
-    service: Arc<VoiceService>,
-    handle: CallHandle,
-    setup: VoiceSetup,
-) -> Result<(), ModelError> {
-    open_leg_with(&shared.media, service, handle, setup).await
-}
-
-/// Offers the call a model leg, exchanges the SDP with the provider and applies the answer.
-async fn open_leg_with(
     media: &crate::media::Media,
-    service: Arc<VoiceService>,
+    service: &VoiceService,
     handle: CallHandle,
     setup: VoiceSetup,
 ) -> Result<(), ModelError> {
-    let offer = media
-        .offer_model_leg(handle)
-        .await
-        .map_err(|e| ModelError::Setup(e.to_string()))?;
-    let answer = service.model.open(&setup, &offer).await?;
-    media
-        .accept_model_answer(handle, &answer)
-        .await
-        .map_err(|e| ModelError::Setup(e.to_string()))
+    let opening = async {
+        let offer = media
+            .offer_model_leg(handle)
+            .await
+            .map_err(|e| ModelError::Setup(e.to_string()))?;
+        let answer = service.model.open(&setup, &offer).await?;
+        media
+            .accept_model_answer(handle, &answer)
+            .await
+            .map_err(|e| ModelError::Setup(e.to_string()))
+    };
+    let result = match tokio::time::timeout(service.open_timeout, opening).await {
+        Ok(result) => result,
+        Err(_) => Err(ModelError::Unavailable(format!(
+            "no session within {:?}",
+            service.open_timeout
+        ))),
+    };
+    if result.is_err() {
+        media.drop_model_leg(handle, EndReason::Failed).await;
+    }
+    result
 }
