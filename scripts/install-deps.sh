@@ -2,6 +2,7 @@
 # Installs the Debian packages the project's own scripts need, when they are missing:
 #   scripts/install-deps.sh postgres   PostgreSQL server (the test suite runs every storage test on it)
 #   scripts/install-deps.sh bench      wrk (the webhook benchmark's load generator)
+#   scripts/install-deps.sh browser    Chromium and ChromeDriver (the test phone's browser tests)
 # Needs root or sudo. Does nothing for packages already installed.
 set -euo pipefail
 
@@ -10,7 +11,11 @@ for group in "$@"; do
   case "$group" in
     postgres) ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || want+=(postgresql postgresql-client) ;;
     bench) command -v wrk >/dev/null 2>&1 || want+=(wrk) ;;
-    *) echo "install-deps: unknown group '$group' (known: postgres, bench)" >&2; exit 2 ;;
+    browser)
+      [ -x "${CHROMIUM:-/usr/bin/chromium}" ] || want+=(chromium)
+      [ -x "${CHROMEDRIVER:-/usr/bin/chromedriver}" ] || want+=(chromium-driver)
+      ;;
+    *) echo "install-deps: unknown group '$group' (known: postgres, bench, browser)" >&2; exit 2 ;;
   esac
 done
 [ ${#want[@]} -eq 0 ] && exit 0

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: formatting, lints, then every test (unit, property and
-# integration tests; storage tests on SQLite and on Postgres).
+# integration tests; storage tests on SQLite and on Postgres; the test phone in headless
+# Chromium).
 #
 #   scripts/test.sh            everything
 #   scripts/test.sh -- <args>  extra arguments for cargo nextest (a filter, --no-fail-fast, ...)
@@ -16,6 +17,9 @@ ensure_postgres
 
 echo "==> Python test peers (aiortc)" >&2
 ensure_python_peers
+
+echo "==> Chromium and ChromeDriver (the test phone's browser tests)" >&2
+scripts/install-deps.sh browser
 
 echo "==> cargo fmt --check" >&2
 cargo fmt --all -- --check

@@ -64,9 +64,12 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+#[allow(clippy::print_stdout)]
+async fn serve(mut config: Config) -> anyhow::Result<()> {
+    let dev = config.enter_local_dev();
     let disabled = config.disabled_features();
     let database = config.database.url.redacted();
+    let has_admin_token = config.admin_token.is_some();
     let app = App::build(config).await?;
     let addr = app.http_addr();
     let local = format!("http://127.0.0.1:{}", addr.port());
@@ -79,6 +82,27 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     );
     for feature in disabled {
         tracing::warn!("off until configured: {feature}");
+    }
+    match &dev {
+        Some(dev) => tracing::info!(
+            throwaway_admin_token = dev.generated_token.is_some(),
+            "local development mode (DEV_MODE): HTTP on {addr} only, no STUN lookup; \
+             set ADMIN_TOKEN and the WhatsApp settings (or DEV_MODE=false) for a deployment"
+        ),
+        None if has_admin_token => {
+            tracing::info!("browser test phone: {local}/phone (it asks for ADMIN_TOKEN)")
+        }
+        None => {}
+    }
+    // The one thing to do next, last and on stdout so it is not lost among the log lines. A
+    // throwaway token is printed (it dies with this process, and only loopback can use it);
+    // an operator's ADMIN_TOKEN never is.
+    if let Some(token) = dev.as_ref().and_then(|d| d.generated_token.as_ref()) {
+        use secrecy::ExposeSecret;
+        println!(
+            "\nTest phone: open {local}/phone#token={} and press Call.\n",
+            token.expose_secret()
+        );
     }
     app.run_until_stopped(shutdown_signal()).await
 }

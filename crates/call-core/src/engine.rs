@@ -328,13 +328,38 @@ impl Engine {
         offer: &str,
         agent: AgentKind,
     ) -> Result<(CallHandle, String), CallError> {
+        self.answer(now, &sdp::prepare_whatsapp_offer(offer), agent)
+    }
+
+    /// Answers a browser's offer (the test phone): the same leg as a WhatsApp call's, on the
+    /// same socket, but the offer is a standard full-ICE one, so we are the controlled ICE
+    /// agent and the DTLS server (`actpass` answered `passive`), and the browser's codec
+    /// payload types are used (Firefox offers Opus as 109). The agent starts with
+    /// [`Engine::start_media`], as for WhatsApp.
+    ///
+    /// # Errors
+    /// As [`Engine::accept_offer`].
+    pub fn accept_browser_offer(
+        &mut self,
+        now: Instant,
+        offer: &str,
+        agent: AgentKind,
+    ) -> Result<(CallHandle, String), CallError> {
+        self.answer(now, &sdp::prepare_browser_offer(offer), agent)
+    }
+
+    fn answer(
+        &mut self,
+        now: Instant,
+        prepared: &str,
+        agent: AgentKind,
+    ) -> Result<(CallHandle, String), CallError> {
         self.now = now;
-        let prepared = sdp::prepare_whatsapp_offer(offer);
         if !prepared.lines().any(|l| l.starts_with("m=audio")) {
             return Err(CallError::NoAudio);
         }
         let parsed =
-            SdpOffer::from_sdp_string(&prepared).map_err(|e| CallError::BadSdp(e.to_string()))?;
+            SdpOffer::from_sdp_string(prepared).map_err(|e| CallError::BadSdp(e.to_string()))?;
         let (handle, mut call) = self.new_call(now, agent, Role::User { model: None });
         let answer = call
             .rtc
@@ -353,7 +378,7 @@ impl Engine {
             "sprop-maxcapturerate",
         ]
         .into_iter()
-        .filter_map(|key| sdp::fmtp_param(&prepared, *call.opus_pt, key).map(|v| (key, v)))
+        .filter_map(|key| sdp::fmtp_param(prepared, *call.opus_pt, key).map(|v| (key, v)))
         .collect();
         let answer = sdp::add_opus_params(&answer, *call.opus_pt, &extra);
         self.insert(handle, call);

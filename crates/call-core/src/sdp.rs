@@ -11,10 +11,21 @@
 /// so that we become the DTLS client, and only SHA-256 fingerprints (Pipecat strips the
 /// others; str0m verifies the one it understands).
 pub fn prepare_whatsapp_offer(offer: &str) -> String {
+    prepare(offer, true)
+}
+
+/// A browser's offer as str0m should read it: line endings and fingerprints as for WhatsApp,
+/// `a=setup:actpass` left alone (str0m then answers `passive` and the browser is the DTLS
+/// client, as browsers expect of a full-ICE answerer).
+pub fn prepare_browser_offer(offer: &str) -> String {
+    prepare(offer, false)
+}
+
+fn prepare(offer: &str, actpass_as_passive: bool) -> String {
     let text = normalise(offer);
     let mut out = String::with_capacity(text.len() + 8);
     for line in text.split("\r\n").filter(|l| !l.is_empty()) {
-        if line.eq_ignore_ascii_case("a=setup:actpass") {
+        if actpass_as_passive && line.eq_ignore_ascii_case("a=setup:actpass") {
             out.push_str("a=setup:passive");
         } else if let Some(rest) = line.strip_prefix("a=fingerprint:") {
             if !rest.to_ascii_lowercase().starts_with("sha-256 ") {
@@ -97,6 +108,15 @@ mod tests {
         assert_eq!(
             prepared,
             "v=0\r\na=fingerprint:sha-256 CC:DD\r\na=setup:passive\r\n"
+        );
+    }
+
+    #[test]
+    fn a_browser_offer_keeps_actpass() {
+        let offer = "v=0\na=fingerprint:sha-384 AA\na=fingerprint:sha-256 CC:DD\na=setup:actpass\n";
+        assert_eq!(
+            prepare_browser_offer(offer),
+            "v=0\r\na=fingerprint:sha-256 CC:DD\r\na=setup:actpass\r\n"
         );
     }
 

@@ -587,3 +587,67 @@ fn a_model_leg_that_never_connects_fails_alone_and_one_can_be_dropped() {
         Err(CallError::WrongState(_))
     ));
 }
+
+fn sdp_fixture(name: &str) -> String {
+    std::fs::read_to_string(format!(
+        "{}/../bridge/tests/fixtures/sdp/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .expect("fixture")
+}
+
+/// The browser test phone's offers: Chromium's (recorded from Debian's Chromium 156: Opus 111,
+/// RED, G722, PCMU/A, two telephone-events, TWCC, tcp candidates) and Firefox's shape (Opus
+/// 109, telephone-event 101, session-level fingerprint, a `recvonly` extmap, written after
+/// Firefox's offers). Both are full ICE with `actpass`: we answer as the controlled,
+/// passive (DTLS server) side, in the browser's payload types, bundled, never ice-lite.
+#[test]
+fn browser_offers_get_a_passive_full_ice_answer_in_the_browsers_payload_types() {
+    for (fixture, opus, tele) in [
+        ("chromium_offer.sdp", 111, "126 telephone-event/8000"),
+        ("firefox_offer.sdp", 109, "101 telephone-event/8000"),
+    ] {
+        let offer = sdp_fixture(fixture);
+        let mut sim = Sim::new();
+        let (call, answer) = sim
+            .engine
+            .accept_browser_offer(sim.now, &offer, ECHO)
+            .unwrap_or_else(|e| panic!("{fixture}: {e}"));
+        assert!(answer.contains("a=setup:passive"), "{fixture}: {answer}");
+        assert!(!answer.contains("a=ice-lite"), "{fixture}: {answer}");
+        assert!(answer.contains("a=group:BUNDLE 0"), "{fixture}: {answer}");
+        assert!(
+            answer.contains(&format!("a=rtpmap:{opus} opus/48000/2")),
+            "{fixture}: {answer}"
+        );
+        assert!(
+            answer.contains(&format!("a=rtpmap:{tele}")),
+            "{fixture}: {answer}"
+        );
+        for refused in ["G722", "PCMU", "red/"] {
+            assert!(!answer.contains(refused), "{fixture}: {answer}");
+        }
+        assert!(answer.contains("typ host"), "{fixture}: {answer}");
+        assert!(sim.engine.has_call(call));
+
+        // The same offer read as WhatsApp's would make us the DTLS client: the difference is
+        // only how `actpass` is read.
+        let (_, as_whatsapp) = sim
+            .engine
+            .accept_offer(sim.now, &offer, ECHO)
+            .expect("answers");
+        assert!(as_whatsapp.contains("a=setup:active"), "{fixture}");
+    }
+}
+
+#[test]
+fn a_browser_offer_without_audio_is_refused_and_nothing_is_kept() {
+    let offer = sdp_fixture("chromium_offer.sdp").replace("m=audio", "m=video");
+    let mut sim = Sim::new();
+    let err = sim
+        .engine
+        .accept_browser_offer(sim.now, &offer, ECHO)
+        .expect_err("no audio");
+    assert!(matches!(err, CallError::NoAudio), "{err}");
+    assert_eq!(sim.engine.active_calls(), 0);
+}

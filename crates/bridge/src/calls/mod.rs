@@ -22,6 +22,7 @@
 //! Every state change is written to the store through [`call_core::CallState`], whichever
 //! side (webhook, media, API) caused it.
 
+mod feed;
 mod task;
 pub mod voice;
 
@@ -48,6 +49,7 @@ use crate::store::{
 use crate::telemetry::{masked, Metrics};
 use crate::whatsapp::client::{GraphClient, GraphError};
 
+pub use feed::{Feed, FeedItem, FeedKind};
 pub use task::CallMsg;
 pub use voice::VoiceService;
 
@@ -90,6 +92,35 @@ pub enum PlaceCallError {
     Store(#[from] StoreError),
 }
 
+/// A test-phone call that was answered.
+#[derive(Debug, Clone)]
+pub struct PhoneCall {
+    /// Our call id (`GET /api/calls/{id}`, its events, its hang-up).
+    pub call_id: String,
+    /// Our SDP answer to the browser's offer.
+    pub answer: String,
+}
+
+/// Why a test-phone call could not be taken. Nothing is left running then.
+#[derive(Debug, thiserror::Error)]
+pub enum PhoneCallError {
+    /// `MAX_CONCURRENT_CALLS` calls are in progress (no media was set up).
+    #[error("{0} calls are in progress, the most this service holds (MAX_CONCURRENT_CALLS)")]
+    AtCapacity(usize),
+    /// The browser's offer is not one we can answer.
+    #[error("the browser's SDP offer cannot be answered: {0}")]
+    BadOffer(call_core::CallError),
+    /// The voice model's session could not be opened.
+    #[error("the assistant is unavailable: {0}")]
+    AssistantUnavailable(String),
+    /// The media engine is stopping.
+    #[error(transparent)]
+    Media(MediaError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// Why a call could not be hung up.
 #[derive(Debug, thiserror::Error)]
 pub enum HangUpError {
@@ -114,6 +145,8 @@ pub(crate) struct Shared {
     pub(crate) settings: CallSettings,
     /// The voice assistant, when the model answers calls.
     pub(crate) voice: Option<Arc<VoiceService>>,
+    /// What happens in live calls, for watchers.
+    pub(crate) feed: Feed,
     registry: Mutex<Registry>,
 }
 
@@ -158,7 +191,7 @@ impl Shared {
         &self,
         id: &str,
         handle: CallHandle,
-        direction: CallDirection,
+        kind: (CallDirection, CallChannel),
         started: Instant,
         user: Option<UserId>,
     ) -> Option<voice::Voice> {
@@ -180,9 +213,7 @@ impl Shared {
             ToolContext::new(self.store.clone(), self.clock.clone(), user, Source::Voice)
                 .with_call_id(id)
         });
-        Some(voice::Voice::new(
-            service, id, handle, direction, started, ctx,
-        ))
+        Some(voice::Voice::new(service, id, handle, kind, started, ctx))
     }
 
     /// Tells a caller whose call we could not take that the assistant is unavailable (a
@@ -228,11 +259,15 @@ impl Shared {
         self.registry().by_wa.insert(wa.clone(), id.to_owned());
     }
 
+    /// The call's task is done: it leaves the registry, and its watchers are told.
     pub(crate) fn forget(&self, id: &str) {
-        let mut registry = self.registry();
-        registry.by_id.remove(id);
-        registry.by_wa.retain(|_, v| v != id);
-        registry.by_handle.retain(|_, v| v != id);
+        {
+            let mut registry = self.registry();
+            registry.by_id.remove(id);
+            registry.by_wa.retain(|_, v| v != id);
+            registry.by_handle.retain(|_, v| v != id);
+        }
+        self.feed.publish(id, FeedKind::Closed);
     }
 
     /// Registers a new call's task if there is room.
@@ -263,18 +298,26 @@ impl Shared {
         match self.store.apply_call_signal(id, &update).await {
             Ok(outcome) if outcome.changed => {
                 tracing::debug!(call_id = id, state = %outcome.call.state, "call state recorded");
+                self.feed.publish(
+                    id,
+                    FeedKind::State {
+                        state: outcome.call.state,
+                        end_reason: outcome.call.end_reason,
+                        at: update.at,
+                    },
+                );
             }
             Ok(_) => {}
             Err(err) => tracing::error!(call_id = id, error = %err, "could not record call state"),
         }
     }
 
-    /// Observes how long an inbound call took from its webhook to `stage` (`pre_accept`,
-    /// `accept`, `first_media`).
-    pub(crate) fn observe_setup(&self, stage: &str, since: Instant) {
+    /// Observes how long an inbound call took from its start (the connect webhook; the test
+    /// phone's request) to `stage` (`pre_accept`, `accept`, `first_media`, `model_audio`).
+    pub(crate) fn observe_setup(&self, channel: CallChannel, stage: &str, since: Instant) {
         self.metrics
             .call_setup
-            .with_label_values(&[stage])
+            .with_label_values(&[stage, channel.as_str()])
             .observe(since.elapsed().as_secs_f64());
     }
 
@@ -282,21 +325,18 @@ impl Shared {
     pub(crate) fn count_end(
         &self,
         direction: CallDirection,
+        channel: CallChannel,
         reason: EndReason,
         answered_at: Option<Instant>,
     ) {
         self.metrics
             .calls
-            .with_label_values(&[
-                direction.as_str(),
-                CallChannel::WhatsApp.as_str(),
-                reason.as_str(),
-            ])
+            .with_label_values(&[direction.as_str(), channel.as_str(), reason.as_str()])
             .inc();
         if let Some(answered) = answered_at {
             self.metrics
                 .call_duration
-                .with_label_values(&[direction.as_str()])
+                .with_label_values(&[direction.as_str(), channel.as_str()])
                 .observe(answered.elapsed().as_secs_f64());
         }
     }
@@ -332,6 +372,7 @@ impl Calls {
             metrics,
             settings,
             voice,
+            feed: Feed::default(),
             registry: Mutex::new(Registry::default()),
         });
         // The pump holds the calls weakly: the media handle inside must go when the service
@@ -344,6 +385,16 @@ impl Calls {
     /// Calls this instance holds.
     pub fn active(&self) -> usize {
         self.shared.registry().by_id.len()
+    }
+
+    /// Whether this instance holds the call (its task runs here, feeding [`Calls::feed`]).
+    pub fn holds(&self, id: &str) -> bool {
+        self.shared.registry().by_id.contains_key(id)
+    }
+
+    /// What happens in the calls this instance holds.
+    pub fn feed(&self) -> &Feed {
+        &self.shared.feed
     }
 
     /// Places a call to `to` (business-initiated). Returns once WhatsApp accepted the request
@@ -402,6 +453,68 @@ impl Calls {
             shared.forget(&id);
         }
         result
+    }
+
+    /// Takes a call from the browser test phone: `offer` is the browser's SDP offer, and the
+    /// call acts for the user whose WhatsApp id is `user` (created if new). Returns the call
+    /// and our SDP answer (non-trickle: every candidate is in it); the call goes on in its own
+    /// task, like a WhatsApp call, until the page hangs up or the media ends.
+    ///
+    /// # Errors
+    /// See [`PhoneCallError`]; the call row (when one was made) records why.
+    pub async fn take_phone_call(
+        &self,
+        user: &WaId,
+        offer: &str,
+    ) -> Result<PhoneCall, PhoneCallError> {
+        let shared = &self.shared;
+        let received = Instant::now();
+        let id = uuid::Uuid::now_v7().to_string();
+        let (tx, rx) = mpsc::unbounded_channel();
+        // Before anything else: a refusal at capacity costs no row and no media.
+        if let Err(active) = shared.admit(&id, tx) {
+            shared.count_end(
+                CallDirection::Inbound,
+                CallChannel::TestPhone,
+                EndReason::RefusedByUs,
+                None,
+            );
+            return Err(PhoneCallError::AtCapacity(active));
+        }
+        let result = async {
+            let user = shared
+                .store
+                .upsert_contact(
+                    &Contact {
+                        wa_id: Some(user.clone()),
+                        ..Contact::default()
+                    },
+                    shared.clock.now(),
+                )
+                .await?;
+            task::start_test_phone(
+                shared.clone(),
+                task::TestPhoneCall {
+                    id: &id,
+                    user: &user,
+                    offer,
+                    received,
+                },
+                rx,
+            )
+            .await
+        }
+        .await;
+        match result {
+            Ok(answer) => Ok(PhoneCall {
+                call_id: id,
+                answer,
+            }),
+            Err(err) => {
+                shared.forget(&id);
+                Err(err)
+            }
+        }
     }
 
     /// Hangs up a call this instance holds.
@@ -536,8 +649,12 @@ impl CallEvents for Calls {
                     self.shared
                         .record(&id, CallSignal::Ended(EndReason::RefusedByUs), None, None)
                         .await;
-                    self.shared
-                        .count_end(CallDirection::Inbound, EndReason::RefusedByUs, None);
+                    self.shared.count_end(
+                        CallDirection::Inbound,
+                        CallChannel::WhatsApp,
+                        EndReason::RefusedByUs,
+                        None,
+                    );
                     return Ok(Handled::Done);
                 }
                 self.shared.attach_wa(&id, &connect.call_id);

@@ -7,9 +7,11 @@ use call_core::{CallDirection, CallEvent, CallHandle, CallSignal, EndReason};
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
+use super::feed::FeedKind;
 use super::voice::{Voice, VoiceMsg};
-use super::{PlaceCallError, Shared};
+use super::{PhoneCallError, PlaceCallError, Shared};
 use crate::domain::{CallChannel, CallStatusKind, UserId, WaCallId, WaId};
+use crate::media::MediaError;
 use crate::store::{CallRecord, NewCall, NewCallEvent, Reminder};
 use crate::whatsapp::client::GraphClient;
 
@@ -40,13 +42,33 @@ pub enum CallMsg {
     Voice(VoiceMsg),
 }
 
+/// How a call's other side is signalled.
+// One per live call, made once and never moved on a hot path: boxing the Graph client would
+// only add an indirection.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Line {
+    /// A WhatsApp call: Graph actions on WhatsApp's call id.
+    WhatsApp { graph: GraphClient, wa: WaCallId },
+    /// The browser test phone: the page signals over the admin API, and the media itself
+    /// (DTLS close) tells the browser the call is over; there is nobody else to tell.
+    TestPhone,
+}
+
+impl Line {
+    fn channel(&self) -> CallChannel {
+        match self {
+            Line::WhatsApp { .. } => CallChannel::WhatsApp,
+            Line::TestPhone => CallChannel::TestPhone,
+        }
+    }
+}
+
 /// A live call's facts, owned by its task.
-struct Live {
+pub(crate) struct Live {
     id: String,
-    wa: WaCallId,
     handle: CallHandle,
     direction: CallDirection,
-    graph: GraphClient,
+    line: Line,
     /// When the connect webhook came (inbound) or we placed the call (outbound).
     started: Instant,
     answered_at: Option<Instant>,
@@ -73,7 +95,7 @@ pub(crate) async fn run_inbound(
     };
     let (handle, answer) = match shared
         .media
-        .accept_offer(&offer, shared.settings.agent)
+        .accept_offer(&offer, CallChannel::WhatsApp, shared.settings.agent)
         .await
     {
         Ok(answered) => answered,
@@ -85,7 +107,13 @@ pub(crate) async fn run_inbound(
     };
     shared.attach_handle(&id, handle);
     let mut voice = shared
-        .voice_for(&id, handle, CallDirection::Inbound, received, user)
+        .voice_for(
+            &id,
+            handle,
+            (CallDirection::Inbound, CallChannel::WhatsApp),
+            received,
+            user,
+        )
         .await;
 
     // The model's session is set up while WhatsApp takes our answer, and the call is accepted
@@ -103,7 +131,7 @@ pub(crate) async fn run_inbound(
         refuse(&shared, &graph, &id, &wa, Some(handle)).await;
         return;
     }
-    shared.observe_setup("pre_accept", received);
+    shared.observe_setup(CallChannel::WhatsApp, "pre_accept", received);
     if let Err(err) = opened {
         tracing::warn!(call_id = %id, error = %err, "no model session for the call; rejecting");
         shared
@@ -122,7 +150,7 @@ pub(crate) async fn run_inbound(
         refuse(&shared, &graph, &id, &wa, Some(handle)).await;
         return;
     }
-    shared.observe_setup("accept", received);
+    shared.observe_setup(CallChannel::WhatsApp, "accept", received);
     shared.record(&id, CallSignal::Answered, None, None).await;
     shared.media.start_media(handle).await;
     if let Some(voice) = &mut voice {
@@ -132,10 +160,9 @@ pub(crate) async fn run_inbound(
 
     let live = Live {
         id,
-        wa,
         handle,
         direction: CallDirection::Inbound,
-        graph,
+        line: Line::WhatsApp { graph, wa },
         started: received,
         answered_at: Some(Instant::now()),
         ended_by_whatsapp: None,
@@ -198,7 +225,13 @@ pub(crate) async fn start_outbound(
     };
     shared.attach_handle(id, handle);
     let mut voice = shared
-        .voice_for(id, handle, CallDirection::Outbound, started, Some(user))
+        .voice_for(
+            id,
+            handle,
+            (CallDirection::Outbound, CallChannel::WhatsApp),
+            started,
+            Some(user),
+        )
         .await;
     if let (Some(voice), Some(reminder)) = (&mut voice, &reminder) {
         voice.deliver(reminder);
@@ -224,7 +257,12 @@ pub(crate) async fn start_outbound(
                     graph_code(&err),
                 )
                 .await;
-            shared.count_end(CallDirection::Outbound, EndReason::Failed, None);
+            shared.count_end(
+                CallDirection::Outbound,
+                CallChannel::WhatsApp,
+                EndReason::Failed,
+                None,
+            );
             return Err(err.into());
         }
     };
@@ -245,10 +283,9 @@ pub(crate) async fn start_outbound(
     }
     let live = Live {
         id: id.to_owned(),
-        wa,
         handle,
         direction: CallDirection::Outbound,
-        graph,
+        line: Line::WhatsApp { graph, wa },
         started,
         answered_at: None,
         ended_by_whatsapp: None,
@@ -298,12 +335,21 @@ async fn refuse(
     shared
         .record(id, CallSignal::Ended(EndReason::RefusedByUs), None, None)
         .await;
-    shared.count_end(CallDirection::Inbound, EndReason::RefusedByUs, None);
+    shared.count_end(
+        CallDirection::Inbound,
+        CallChannel::WhatsApp,
+        EndReason::RefusedByUs,
+        None,
+    );
     shared.forget(id);
 }
 
 /// A call from answered (or ringing) to ended.
-async fn run_live(shared: &Shared, mut live: Live, rx: &mut mpsc::UnboundedReceiver<CallMsg>) {
+pub(crate) async fn run_live(
+    shared: &Shared,
+    mut live: Live,
+    rx: &mut mpsc::UnboundedReceiver<CallMsg>,
+) {
     loop {
         let rollover = live.voice.as_ref().and_then(Voice::rollover_at);
         let msg = tokio::select! {
@@ -336,8 +382,10 @@ async fn run_live(shared: &Shared, mut live: Live, rx: &mut mpsc::UnboundedRecei
                     }
                     None => {
                         // We (or a timer) ended it: tell WhatsApp.
-                        if let Err(err) = live.graph.terminate(&live.wa).await {
-                            tracing::warn!(call_id = %live.id, error = %err, "could not terminate the call at WhatsApp");
+                        if let Line::WhatsApp { graph, wa } = &live.line {
+                            if let Err(err) = graph.terminate(wa).await {
+                                tracing::warn!(call_id = %live.id, error = %err, "could not terminate the call at WhatsApp");
+                            }
                         }
                         let duration = live.answered_at.map(|t| t.elapsed().as_secs() as i64);
                         (reason, duration, None)
@@ -363,7 +411,12 @@ async fn run_live(shared: &Shared, mut live: Live, rx: &mut mpsc::UnboundedRecei
                     }),
                 )
                 .await;
-                shared.count_end(live.direction, reason, live.answered_at);
+                shared.count_end(
+                    live.direction,
+                    live.line.channel(),
+                    reason,
+                    live.answered_at,
+                );
                 tracing::info!(call_id = %live.id, %reason, packets_in = stats.packets_in, packets_out = stats.packets_out, "call ended");
                 break;
             }
@@ -372,7 +425,7 @@ async fn run_live(shared: &Shared, mut live: Live, rx: &mut mpsc::UnboundedRecei
             }
             CallMsg::Media(CallEvent::MediaStarted) => {
                 if live.direction == CallDirection::Inbound {
-                    shared.observe_setup("first_media", live.started);
+                    shared.observe_setup(live.line.channel(), "first_media", live.started);
                 }
             }
             CallMsg::Media(CallEvent::Dtmf(key)) => {
@@ -460,7 +513,9 @@ async fn run_live(shared: &Shared, mut live: Live, rx: &mut mpsc::UnboundedRecei
 /// caller is told by message why the line went dead.
 async fn give_up(shared: &Shared, live: &Live, reason: EndReason) {
     shared.media.hang_up(live.handle, reason).await;
-    if reason == EndReason::Failed {
+    // The test phone's page sees the call end in its feed; a WhatsApp message would reach a
+    // real number that never called.
+    if reason == EndReason::Failed && matches!(live.line, Line::WhatsApp { .. }) {
         shared
             .tell_unavailable(&live.id, live.voice.as_ref().and_then(Voice::user))
             .await;
@@ -482,7 +537,124 @@ pub(crate) async fn event(shared: &Shared, id: &str, kind: &str, data: serde_jso
         at: shared.clock.now(),
         data,
     };
-    if let Err(err) = shared.store.append_call_event(id, &entry).await {
-        tracing::error!(call_id = id, error = %err, "could not record a call event");
+    match shared.store.append_call_event(id, &entry).await {
+        Ok(row) => shared.feed.publish(
+            id,
+            FeedKind::Log {
+                id: row,
+                kind: entry.kind,
+                at: entry.at,
+                data: entry.data,
+            },
+        ),
+        Err(err) => tracing::error!(call_id = id, error = %err, "could not record a call event"),
     }
+}
+
+/// A call from the browser test phone to answer.
+pub(crate) struct TestPhoneCall<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) user: &'a crate::store::User,
+    pub(crate) offer: &'a str,
+    pub(crate) received: Instant,
+}
+
+/// Answers a test-phone call: the browser's offer → the engine's answer, the model session
+/// opened (when the model answers calls) before the answer goes back, so a session that cannot
+/// be had is a refused call, not a silent one. The call is answered at once (the browser placed
+/// it: nobody rings) and lives in its own task, exactly as a WhatsApp call does.
+pub(crate) async fn start_test_phone(
+    shared: Arc<Shared>,
+    call: TestPhoneCall<'_>,
+    rx: mpsc::UnboundedReceiver<CallMsg>,
+) -> Result<String, PhoneCallError> {
+    let TestPhoneCall {
+        id,
+        user,
+        offer,
+        received,
+    } = call;
+    shared
+        .store
+        .create_call(&NewCall {
+            id: id.to_owned(),
+            direction: CallDirection::Inbound,
+            channel: CallChannel::TestPhone,
+            user: Some(user.id),
+            phone_number_id: None,
+            purpose: None,
+            reminder_id: None,
+            owner_instance: Some(shared.settings.instance_id.clone()),
+            at: shared.clock.now(),
+        })
+        .await?;
+    let refused = |reason: EndReason| {
+        let shared = shared.clone();
+        async move {
+            shared
+                .record(id, CallSignal::Ended(reason), None, None)
+                .await;
+            shared.count_end(CallDirection::Inbound, CallChannel::TestPhone, reason, None);
+        }
+    };
+    let (handle, answer) = match shared
+        .media
+        .accept_offer(offer, CallChannel::TestPhone, shared.settings.agent)
+        .await
+    {
+        Ok(answered) => answered,
+        Err(err) => {
+            refused(EndReason::RefusedByUs).await;
+            return Err(match err {
+                MediaError::Call(err) => PhoneCallError::BadOffer(err),
+                err @ MediaError::Stopped => PhoneCallError::Media(err),
+            });
+        }
+    };
+    shared.attach_handle(id, handle);
+    let mut voice = shared
+        .voice_for(
+            id,
+            handle,
+            (CallDirection::Inbound, CallChannel::TestPhone),
+            received,
+            Some(user.id),
+        )
+        .await;
+    if let Some(voice) = &mut voice {
+        if let Err(err) = voice.open(&shared).await {
+            tracing::warn!(call_id = id, error = %err, "no model session for the test phone's call; refusing it");
+            shared
+                .metrics
+                .voice_sessions
+                .with_label_values(&["open_failed"])
+                .inc();
+            shared.media.hang_up(handle, EndReason::Failed).await;
+            refused(EndReason::Failed).await;
+            return Err(PhoneCallError::AssistantUnavailable(err.to_string()));
+        }
+    }
+    shared.record(id, CallSignal::Answered, None, None).await;
+    shared.media.start_media(handle).await;
+    if let Some(voice) = &mut voice {
+        voice.answered(&shared).await;
+    }
+    tracing::info!(call_id = id, "test phone call answered");
+    let live = Live {
+        id: id.to_owned(),
+        handle,
+        direction: CallDirection::Inbound,
+        line: Line::TestPhone,
+        started: received,
+        answered_at: Some(Instant::now()),
+        ended_by_whatsapp: None,
+        waiting: Vec::new(),
+        voice,
+    };
+    let task_shared = shared.clone();
+    tokio::spawn(async move {
+        let mut rx = rx;
+        run_live(&task_shared, live, &mut rx).await;
+    });
+    Ok(answer)
 }

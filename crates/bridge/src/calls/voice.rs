@@ -30,6 +30,7 @@ use serde_json::json;
 use super::task::CallMsg;
 use super::Shared;
 use crate::assistant::{ToolContext, ToolEffect, ToolOutcome, ToolRegistry, ToolResult};
+use crate::domain::CallChannel;
 use crate::realtime::model::{
     ModelCommand, ModelError, ModelEvent, SeenOnce, TokenUsage, VoiceModel, VoiceSetup,
 };
@@ -126,6 +127,7 @@ pub(crate) struct Voice {
     call_id: String,
     handle: CallHandle,
     direction: CallDirection,
+    channel: CallChannel,
     /// When the call's webhook came (inbound) or we placed it (outbound).
     started: Instant,
     /// The caller's tool context; `None` when the caller is not identified (no tools then).
@@ -166,7 +168,7 @@ impl Voice {
         service: Arc<VoiceService>,
         call_id: &str,
         handle: CallHandle,
-        direction: CallDirection,
+        (direction, channel): (CallDirection, CallChannel),
         started: Instant,
         ctx: Option<ToolContext>,
     ) -> Self {
@@ -175,6 +177,7 @@ impl Voice {
             call_id: call_id.to_owned(),
             handle,
             direction,
+            channel,
             started,
             ctx,
             leg: 0,
@@ -277,7 +280,7 @@ impl Voice {
             CallEvent::ModelAudioStarted => {
                 // Webhook to the model's first words: what the caller waits for.
                 if self.leg == 1 && self.direction == CallDirection::Inbound {
-                    shared.observe_setup("model_audio", self.started);
+                    shared.observe_setup(self.channel, "model_audio", self.started);
                 }
             }
             CallEvent::ModelMessage(text) => {

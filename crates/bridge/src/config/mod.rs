@@ -56,6 +56,77 @@ pub struct Config {
     pub instance_id: String,
     /// Things worth telling the operator once logging is up (deprecated names, ...).
     pub warnings: Vec<String>,
+    /// Local development mode, as asked for (`DEV_MODE`).
+    pub dev: DevSettings,
+}
+
+/// `DEV_MODE`: whether `serve` runs as a local development service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DevMode {
+    /// On when nothing that a deployment sets is set (a first run on a fresh machine).
+    Auto,
+    /// On.
+    On,
+    /// Off.
+    Off,
+}
+
+/// Local development mode as read: the mode, and which of the settings it changes the operator
+/// set themselves (those are kept).
+#[derive(Debug, Clone)]
+pub struct DevSettings {
+    /// `DEV_MODE`.
+    pub mode: DevMode,
+    bind_address_set: bool,
+    stun_server_set: bool,
+}
+
+/// What local development mode changed.
+#[derive(Debug)]
+pub struct LocalDev {
+    /// The throwaway admin token made for this run (none when `ADMIN_TOKEN` is set).
+    pub generated_token: Option<SecretString>,
+}
+
+impl Config {
+    /// Whether `serve` runs in local development mode (see `DEV_MODE`).
+    pub fn is_local_dev(&self) -> bool {
+        match self.dev.mode {
+            DevMode::On => true,
+            DevMode::Off => false,
+            // A deployment sets at least one of these; a first run on a laptop sets none.
+            DevMode::Auto => {
+                self.admin_token.is_none()
+                    && self.whatsapp.graph.is_none()
+                    && self.whatsapp.app_secret.is_none()
+            }
+        }
+    }
+
+    /// Applies local development mode when it is on: HTTP on loopback only (unless
+    /// `BIND_ADDRESS` is set), no STUN lookup (unless `STUN_SERVER` is set), and a throwaway
+    /// admin token when there is none, so the test phone works at once. Only `serve` calls
+    /// this: a config loaded elsewhere (tests, the CLI's other commands) is what it says.
+    pub fn enter_local_dev(&mut self) -> Option<LocalDev> {
+        if !self.is_local_dev() {
+            return None;
+        }
+        if !self.dev.bind_address_set {
+            self.http.bind_address = IpAddr::from([127, 0, 0, 1]);
+        }
+        if !self.dev.stun_server_set {
+            self.calls.stun_server = None;
+        }
+        let generated_token = if self.admin_token.is_none() {
+            // 122 random bits, URL-safe as it is (it goes in the page's URL fragment).
+            let token = SecretString::from(uuid::Uuid::new_v4().simple().to_string());
+            self.admin_token = Some(token.clone());
+            Some(token)
+        } else {
+            None
+        };
+        Some(LocalDev { generated_token })
+    }
 }
 
 /// HTTP server settings.
@@ -427,7 +498,7 @@ impl Config {
             off.push("AI assistant: set OPENAI_API_KEY, or AZURE_OPENAI_API_KEY and AZURE_OPENAI_ENDPOINT".to_owned());
         }
         if self.admin_token.is_none() {
-            off.push("admin API: set ADMIN_TOKEN".to_owned());
+            off.push("admin API and browser test phone: set ADMIN_TOKEN".to_owned());
         }
         off
     }
@@ -624,6 +695,27 @@ impl Reader<'_> {
                 .map(|(v, _)| v)
                 .unwrap_or_else(default_instance_id),
             warnings: Vec::new(),
+            dev: self.dev_settings(),
+        }
+    }
+
+    fn dev_settings(&mut self) -> DevSettings {
+        let mode = match self.value("DEV_MODE") {
+            None => DevMode::Auto,
+            Some((value, origin)) => match value.trim().to_ascii_lowercase().as_str() {
+                "auto" => DevMode::Auto,
+                "true" | "1" | "yes" | "on" => DevMode::On,
+                "false" | "0" | "no" | "off" => DevMode::Off,
+                _ => {
+                    self.problem("DEV_MODE", &origin, &value, "is not auto, true or false");
+                    DevMode::Off
+                }
+            },
+        };
+        DevSettings {
+            mode,
+            bind_address_set: self.is_set("BIND_ADDRESS"),
+            stun_server_set: self.is_set("STUN_SERVER"),
         }
     }
 

@@ -107,7 +107,8 @@ pub const SETTINGS: &[Setting] = &[
     setting("CALL_MEDIA_TIMEOUT_SECS", "20", "A connected call that receives no audio for this long ends."),
     setting("CALL_MAX_DURATION_SECS", "3600", "No call lasts longer (OpenAI Realtime sessions end at 60 minutes)."),
     // Operations
-    secret("ADMIN_TOKEN", "Bearer token for the admin API (/api/...). The admin API is off without it."),
+    secret("ADMIN_TOKEN", "Bearer token for the admin API (/api/...) and the browser test phone (/phone). Both are off without it (except in DEV_MODE)."),
+    setting("DEV_MODE", "auto", "Local development mode for `whatsapp-bridge serve`: HTTP on 127.0.0.1 only (unless BIND_ADDRESS is set), no STUN lookup (unless STUN_SERVER is set), and, without ADMIN_TOKEN, a throwaway admin token printed as the test phone's URL. auto: on when none of ADMIN_TOKEN, WHATSAPP_ACCESS_TOKEN and WHATSAPP_APP_SECRET is set (a first run); true; false."),
     setting("LOG_FORMAT", "json when not a terminal, else pretty", "json or pretty."),
     setting("LOG_LEVEL", "info", "A tracing filter: a level (debug) or directives (info,whatsapp_bridge=debug). RUST_LOG is read too."),
     setting("SHUTDOWN_TIMEOUT_SECS", "25", "On SIGTERM/SIGINT: how long to finish in-flight requests and queued events before stopping anyway (queued events stay stored and run at next start)."),

@@ -441,3 +441,70 @@ fn a_persona_file_replaces_the_built_in_one_and_is_checked() {
         "{err}"
     );
 }
+
+#[test]
+fn a_first_run_is_a_local_development_service_with_a_throwaway_token_on_loopback() {
+    let mut config = load(&[]).expect("defaults are valid");
+    assert!(config.is_local_dev());
+    assert!(
+        config.admin_token.is_none(),
+        "loading alone changes nothing"
+    );
+    let dev = config.enter_local_dev().expect("dev mode");
+    let token = dev.generated_token.expect("a throwaway token");
+    assert_eq!(token.expose_secret().len(), 32);
+    assert_eq!(
+        config
+            .admin_token
+            .as_ref()
+            .map(|t| t.expose_secret().to_owned()),
+        Some(token.expose_secret().to_owned())
+    );
+    assert_eq!(config.http.bind_address, IpAddr::from([127, 0, 0, 1]));
+    assert_eq!(config.calls.stun_server, None);
+
+    // Two runs, two tokens.
+    let mut again = load(&[]).expect("valid");
+    let other = again.enter_local_dev().and_then(|d| d.generated_token);
+    assert_ne!(
+        other.map(|t| t.expose_secret().to_owned()),
+        Some(token.expose_secret().to_owned())
+    );
+}
+
+#[test]
+fn a_deployment_is_never_in_development_mode_and_explicit_settings_are_kept() {
+    // Any of the settings a deployment has turns the automatic mode off.
+    for set in [
+        ("ADMIN_TOKEN", "operator-token"),
+        ("WHATSAPP_APP_SECRET", "secret"),
+    ] {
+        let mut config = load(&[set]).expect("valid");
+        assert!(!config.is_local_dev(), "{set:?}");
+        assert!(config.enter_local_dev().is_none());
+        assert_eq!(config.http.bind_address, IpAddr::from([0, 0, 0, 0]));
+    }
+    let mut off = load(&[("DEV_MODE", "false")]).expect("valid");
+    assert!(off.enter_local_dev().is_none());
+    assert!(off.admin_token.is_none());
+
+    // Forced on with an operator's token: the token is theirs (none is made, none printed),
+    // and what they set explicitly stays.
+    let mut on = load(&[
+        ("DEV_MODE", "true"),
+        ("ADMIN_TOKEN", "operator-token"),
+        ("BIND_ADDRESS", "0.0.0.0"),
+        ("STUN_SERVER", "stun.example.org:3478"),
+    ])
+    .expect("valid");
+    let dev = on.enter_local_dev().expect("on");
+    assert!(dev.generated_token.is_none());
+    assert_eq!(on.http.bind_address, IpAddr::from([0, 0, 0, 0]));
+    assert_eq!(
+        on.calls.stun_server.as_deref(),
+        Some("stun.example.org:3478")
+    );
+
+    let err = load(&[("DEV_MODE", "maybe")]).expect_err("refused");
+    assert!(err.to_string().contains("DEV_MODE"), "{err}");
+}

@@ -2,7 +2,9 @@
 //! described in `docs/openapi.yaml`. Off (404) without `ADMIN_TOKEN`.
 //!
 //! Calls: `POST /api/calls` places one, `GET /api/calls` lists them, `GET /api/calls/{id}`
-//! shows one with its event log, `POST /api/calls/{id}/hangup` ends it.
+//! shows one with its event log, `POST /api/calls/{id}/hangup` ends it,
+//! `GET /api/calls/{id}/events` streams it live; `POST /api/phone/calls` takes a call from the
+//! browser test phone ([`super::phone`]).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -32,6 +34,11 @@ pub fn router() -> Router<AppState> {
         .route("/api/calls", post(place_call).get(list_calls))
         .route("/api/calls/{call_id}", get(show_call))
         .route("/api/calls/{call_id}/hangup", post(hang_up))
+        .route(
+            "/api/calls/{call_id}/events",
+            get(super::phone::call_events),
+        )
+        .route("/api/phone/calls", post(super::phone::take_call))
 }
 
 /// A request that presented the admin token.
@@ -77,7 +84,7 @@ impl FromRequestParts<AppState> for Admin {
     }
 }
 
-fn bad_json(rejection: &JsonRejection) -> ApiError {
+pub(super) fn bad_json(rejection: &JsonRejection) -> ApiError {
     ApiError::BadRequest {
         code: "bad_json",
         message: rejection.body_text(),
@@ -85,7 +92,7 @@ fn bad_json(rejection: &JsonRejection) -> ApiError {
 }
 
 /// A WhatsApp number from request field `field`, or a 400 that names the field.
-fn phone_number(field: &str, value: &str) -> Result<WaId, ApiError> {
+pub(super) fn phone_number(field: &str, value: &str) -> Result<WaId, ApiError> {
     WaId::parse(value).map_err(|e| ApiError::BadRequest {
         code: "invalid_phone_number",
         message: format!("`{field}`: {e}"),
@@ -284,7 +291,7 @@ mod tests {
     /// code this module can answer must be in it.
     #[test]
     fn the_openapi_document_covers_every_route_and_error_code() {
-        let source = include_str!("admin.rs");
+        let source = concat!(include_str!("admin.rs"), include_str!("phone.rs"));
         let openapi = include_str!("../../../../docs/openapi.yaml");
         let quoted_after = |marker: &str| -> Vec<String> {
             source

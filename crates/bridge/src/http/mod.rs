@@ -4,6 +4,7 @@
 //! - `GET|POST /whatsapp-call`, alias `/webhook`: Meta's webhooks ([`webhook`]).
 //! - `GET /health`, `GET /ready` ([`health`]), `GET /metrics` ([`metrics`]).
 //! - `/api/...`: the admin API, bearer-token authenticated ([`admin`]).
+//! - `GET /phone`: the browser test phone's page ([`phone`]), which uses the admin API.
 //!
 //! Layers, outside in: request id (`x-request-id`, generated when absent, echoed back), a
 //! tracing span per request carrying that id, a body size limit, then on matched routes the
@@ -13,6 +14,7 @@ pub mod admin;
 pub mod error;
 pub mod health;
 pub mod metrics;
+pub mod phone;
 pub mod rate_limit;
 pub mod webhook;
 
@@ -122,6 +124,7 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .route("/metrics", get(metrics::metrics))
+        .route("/phone", get(phone::page))
         // Route layers run after routing (they see the matched path), innermost first.
         .route_layer(from_fn_with_state(state.clone(), rate_limit::limit_by_ip))
         .route_layer(TimeoutLayer::with_status_code(

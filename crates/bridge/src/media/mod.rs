@@ -32,6 +32,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use prometheus::IntCounter;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::domain::CallChannel;
 use crate::telemetry::Metrics;
 
 /// Where the media socket is and how calls are timed.
@@ -65,6 +66,7 @@ pub struct MediaEvent {
 enum Command {
     AcceptOffer {
         offer: String,
+        from: CallChannel,
         agent: AgentKind,
         reply: oneshot::Sender<Result<(CallHandle, String), CallError>>,
     },
@@ -163,18 +165,21 @@ impl Media {
         self.local
     }
 
-    /// Answers an inbound call's offer: the call and our SDP answer.
+    /// Answers an inbound call's offer, read as the channel's peer makes them (WhatsApp's
+    /// ice-lite offers, or a browser's full-ICE ones): the call and our SDP answer.
     ///
     /// # Errors
     /// A broken offer, or a stopped engine.
     pub async fn accept_offer(
         &self,
         offer: &str,
+        from: CallChannel,
         agent: AgentKind,
     ) -> Result<(CallHandle, String), MediaError> {
         let (reply, answer) = oneshot::channel();
         self.send(Command::AcceptOffer {
             offer: offer.to_owned(),
+            from,
             agent,
             reply,
         })
@@ -587,10 +592,14 @@ fn execute(engine: &mut Engine, command: Command) {
     match command {
         Command::AcceptOffer {
             offer,
+            from,
             agent,
             reply,
         } => {
-            let _ = reply.send(engine.accept_offer(now, &offer, agent));
+            let _ = reply.send(match from {
+                CallChannel::WhatsApp => engine.accept_offer(now, &offer, agent),
+                CallChannel::TestPhone => engine.accept_browser_offer(now, &offer, agent),
+            });
         }
         Command::CreateOffer { agent, reply } => {
             let _ = reply.send(engine.create_offer(now, agent));

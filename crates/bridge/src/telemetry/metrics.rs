@@ -69,9 +69,10 @@ pub struct Metrics {
     pub realtime_request_duration: HistogramVec,
     /// `whatsapp_bridge_calls_total{direction,channel,outcome}`: calls that ended.
     pub calls: IntCounterVec,
-    /// `whatsapp_bridge_call_duration_seconds{direction}`: answered → ended.
+    /// `whatsapp_bridge_call_duration_seconds{direction,channel}`: answered → ended.
     pub call_duration: HistogramVec,
-    /// `whatsapp_bridge_call_setup_seconds{stage}`: connect webhook → `pre_accept` sent,
+    /// `whatsapp_bridge_call_setup_seconds{stage,channel}`: connect webhook (or the test
+    /// phone's request) → `pre_accept` sent,
     /// → first caller audio.
     pub call_setup: HistogramVec,
     /// `whatsapp_bridge_media_packets_total{direction}`: audio packets in from users, out to them.
@@ -219,15 +220,15 @@ impl Metrics {
             call_duration: HistogramVec::new(
                 HistogramOpts::new(
                     "whatsapp_bridge_call_duration_seconds",
-                    "Answered call length, by direction.",
+                    "Answered call length, by direction and channel (whatsapp, test_phone).",
                 )
                 .buckets(vec![5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0]),
-                &["direction"],
+                &["direction", "channel"],
             )?,
             call_setup: histogram(
                 "whatsapp_bridge_call_setup_seconds",
-                "Inbound call setup, from the connect webhook to: pre_accept sent (stage=pre_accept), accept done (stage=accept), the caller's first audio (stage=first_media), the voice model's first audio (stage=model_audio).",
-                &["stage"],
+                "Inbound call setup, from the connect webhook (channel=whatsapp) or the test phone's request (channel=test_phone) to: pre_accept sent (stage=pre_accept), accept done (stage=accept), the caller's first audio (stage=first_media), the voice model's first audio (stage=model_audio).",
+                &["stage", "channel"],
             )?,
             media_packets: counter(
                 "whatsapp_bridge_media_packets_total",

@@ -109,7 +109,7 @@ pub(crate) async fn admin(
 }
 
 /// A user calls; the bridge answers through the Graph API; returns the peer, connected.
-async fn answered_inbound_call(app: &TestApp, wacid: &str) -> UdpPeer {
+pub(crate) async fn answered_inbound_call(app: &TestApp, wacid: &str) -> UdpPeer {
     let peer = UdpPeer::start().await;
     let offer = peer.offer().await;
     assert_eq!(
@@ -213,11 +213,13 @@ async fn an_inbound_call_is_answered_and_the_caller_hears_their_own_audio() {
     let metrics = app.metrics.render();
     assert!(metrics.contains(r#"whatsapp_bridge_calls_total{channel="whatsapp",direction="inbound",outcome="completed"} 1"#), "{metrics}");
     assert!(
-        metrics.contains("whatsapp_bridge_call_setup_seconds_count{stage=\"pre_accept\"} 1"),
+        metrics.contains(
+            "whatsapp_bridge_call_setup_seconds_count{channel=\"whatsapp\",stage=\"pre_accept\"} 1"
+        ),
         "{metrics}"
     );
     assert!(
-        metrics.contains("whatsapp_bridge_call_setup_seconds_count{stage=\"first_media\"} 1"),
+        metrics.contains("whatsapp_bridge_call_setup_seconds_count{channel=\"whatsapp\",stage=\"first_media\"} 1"),
         "{metrics}"
     );
     assert!(

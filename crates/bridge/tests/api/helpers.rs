@@ -129,6 +129,11 @@ async fn connect_admin(admin_url: &str) -> sqlx::PgConnection {
 /// The test configuration: everything WhatsApp needs, a fake Graph URL nobody listens on,
 /// port 0 on loopback; `overrides` win.
 pub fn config_with(db: &TestDb, overrides: &[(&str, &str)]) -> Config {
+    config_without(db, overrides, &[])
+}
+
+/// [`config_with`], without the settings named in `unset` (a service not configured for them).
+pub fn config_without(db: &TestDb, overrides: &[(&str, &str)], unset: &[&str]) -> Config {
     let url = db.url();
     let mut env: Vec<(String, String)> = [
         ("DATABASE_URL", url.as_str()),
@@ -153,6 +158,7 @@ pub fn config_with(db: &TestDb, overrides: &[(&str, &str)]) -> Config {
         env.retain(|(name, _)| name != k);
         env.push(((*k).to_owned(), (*v).to_owned()));
     }
+    env.retain(|(name, _)| !unset.contains(&name.as_str()));
     Config::load(&LoadOptions::default(), env).expect("test configuration is valid")
 }
 
@@ -164,6 +170,8 @@ pub struct Options {
     pub calls: Option<Arc<dyn CallEvents>>,
     pub messages: Option<Arc<dyn MessageEvents>>,
     pub sweep_interval: Option<Duration>,
+    /// Settings the test configuration has that this app must not (e.g. no WhatsApp at all).
+    pub unset: Vec<&'static str>,
 }
 
 /// A running app.
@@ -190,7 +198,7 @@ pub async fn spawn_app_with(db: &TestDb, options: Options) -> TestApp {
     let graph = fakes::graph::FakeGraph::start().await;
     let mut overrides: Vec<(&str, &str)> = vec![("WHATSAPP_GRAPH_URL", graph.url.as_str())];
     overrides.extend(options.env.iter().map(|(k, v)| (*k, v.as_str())));
-    let config = config_with(db, &overrides);
+    let config = config_without(db, &overrides, &options.unset);
     let mut builder = App::builder(config);
     if let Some(clock) = options.clock {
         builder = builder.clock(clock);

@@ -24,7 +24,7 @@ enum Provider {
 }
 
 /// The fake Realtime API, answering every session with a model peer following `script`.
-async fn fake_model(script: Script) -> (FakeRealtime, ModelPeers) {
+pub(crate) async fn fake_model(script: Script) -> (FakeRealtime, ModelPeers) {
     let realtime = FakeRealtime::start().await;
     let peers = ModelPeers::new(Script {
         validate_session: Some(fakes::realtime::validate_ga_session),
@@ -139,7 +139,7 @@ async fn wait_for_event(
     }
 }
 
-fn tool_call(call_id: &str, name: &str, arguments: &str) -> Value {
+pub(crate) fn tool_call(call_id: &str, name: &str, arguments: &str) -> Value {
     json!({"type": "response.function_call_arguments.done", "response_id": "resp_x",
            "item_id": format!("item_{call_id}"), "output_index": 0,
            "call_id": call_id, "name": name, "arguments": arguments})

@@ -1,0 +1,264 @@
+//! A real browser for the test phone's tests: Debian's headless Chromium, driven over
+//! WebDriver (chromedriver + fantoccini), with a fake microphone that plays a tone.
+//!
+//! Chromium and chromedriver come from Debian's `chromium` and `chromium-driver` packages,
+//! installed by `scripts/test.sh`; a machine without them fails these tests and says so (they
+//! never skip). `CHROMIUM` and `CHROMEDRIVER` point at other binaries.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{json, Value};
+
+/// How long a page may take to get somewhere.
+pub const PAGE_WAIT: Duration = Duration::from_secs(20);
+
+/// One headless Chromium with its own chromedriver and profile.
+pub struct Browser {
+    pub client: Client,
+    driver: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Browser {
+    /// Starts chromedriver and a Chromium session whose microphone plays a 440 Hz tone.
+    pub async fn start() -> Browser {
+        let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+        let chromedriver =
+            std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".into());
+        for binary in [&chromium, &chromedriver] {
+            assert!(
+                std::path::Path::new(binary).exists(),
+                "{binary} is missing: the browser tests need Debian's chromium and \
+                 chromium-driver packages. Run scripts/test.sh (it installs them), or \
+                 `apt-get install chromium chromium-driver`."
+            );
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let tone = dir.path().join("tone.wav");
+        std::fs::write(&tone, tone_wav(440.0, 3.0)).expect("tone file");
+        let port = free_port();
+        let driver = Command::new(&chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {chromedriver}: {e}"));
+        let mut browser_driver = DriverGuard(Some(driver));
+        let url = format!("http://127.0.0.1:{port}");
+        wait_for_driver(&url).await;
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": chromium,
+                "args": [
+                    "--headless=new",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-dev-shm-usage",
+                    "--no-first-run",
+                    format!("--user-data-dir={}", dir.path().join("profile").display()),
+                    // A microphone that needs no prompt and plays our tone file.
+                    "--use-fake-ui-for-media-stream",
+                    "--use-fake-device-for-media-stream",
+                    format!("--use-file-for-fake-audio-capture={}", tone.display()),
+                    // Without it Chromium gathers no loopback candidates, and every peer here
+                    // is on loopback.
+                    "--allow-loopback-in-peer-connection",
+                    "--autoplay-policy=no-user-gesture-required",
+                    "--window-size=760,1000",
+                ],
+            }),
+        );
+        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(capabilities)
+            .connect(&url)
+            .await
+            .unwrap_or_else(|e| panic!("cannot start a Chromium session ({chromium}): {e}"));
+        Browser {
+            client,
+            driver: browser_driver.0.take().expect("driver"),
+            _dir: dir,
+        }
+    }
+
+    pub async fn open(&self, url: &str) {
+        self.client.goto(url).await.expect("page opens");
+    }
+
+    pub async fn click(&self, id: &str) {
+        self.client
+            .find(Locator::Id(id))
+            .await
+            .unwrap_or_else(|e| panic!("no #{id}: {e}"))
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("cannot click #{id}: {e}"));
+    }
+
+    /// Runs `script` (a function body that may `return`) in the page.
+    pub async fn js(&self, script: &str) -> Value {
+        self.client
+            .execute(script, vec![])
+            .await
+            .unwrap_or_else(|e| panic!("script failed: {e}\n{script}"))
+    }
+
+    /// The text of the element with this id.
+    pub async fn text(&self, id: &str) -> String {
+        self.js(&format!(
+            "const e = document.getElementById({id:?}); return e ? e.textContent : null;"
+        ))
+        .await
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+    }
+
+    /// Waits until the element's text satisfies `done`; returns it.
+    pub async fn wait_text(&self, id: &str, done: impl Fn(&str) -> bool) -> String {
+        let deadline = tokio::time::Instant::now() + PAGE_WAIT;
+        loop {
+            let text = self.text(id).await;
+            if done(&text) {
+                return text;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "#{id} is still {text:?}; the feed: {}",
+                self.text("feed").await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The page's received audio, from WebRTC's own statistics: packets, and total energy
+    /// (zero for silence).
+    pub async fn inbound_audio(&self) -> (u64, f64) {
+        let stats = self
+            .client
+            .execute_async(
+                r#"const done = arguments[arguments.length - 1];
+                   const pc = window.phone && window.phone.pc;
+                   if (!pc) { done(null); return; }
+                   pc.getStats().then(report => {
+                     let found = null;
+                     report.forEach(s => {
+                       if (s.type === "inbound-rtp" && s.kind === "audio") {
+                         found = {packets: s.packetsReceived || 0, energy: s.totalAudioEnergy || 0};
+                       }
+                     });
+                     done(found);
+                   }, () => done(null));"#,
+                vec![],
+            )
+            .await
+            .expect("stats");
+        (
+            stats["packets"].as_u64().unwrap_or(0),
+            stats["energy"].as_f64().unwrap_or(0.0),
+        )
+    }
+
+    /// Waits until the page has received at least `packets` audio packets carrying sound.
+    pub async fn hears(&self, packets: u64) -> (u64, f64) {
+        let deadline = tokio::time::Instant::now() + PAGE_WAIT;
+        loop {
+            let (received, energy) = self.inbound_audio().await;
+            if received >= packets && energy > 0.0 {
+                return (received, energy);
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the page heard {received} packets, energy {energy}; state {:?}, feed: {}",
+                self.text("state").await,
+                self.text("feed").await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A PNG of the page, for the README and for looking at.
+    pub async fn screenshot(&self, path: &std::path::Path) {
+        let png = self.client.screenshot().await.expect("screenshot");
+        std::fs::write(path, png).expect("write screenshot");
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.client.clone().close().await;
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// Kills chromedriver if the session never starts.
+struct DriverGuard(Option<Child>);
+
+impl Drop for DriverGuard {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+async fn wait_for_driver(url: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let client = reqwest::Client::new();
+    loop {
+        if let Ok(response) = client.get(format!("{url}/status")).send().await {
+            if response.status().is_success() {
+                return;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "chromedriver did not answer on {url}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A mono 16-bit 48 kHz WAV of a sine tone.
+fn tone_wav(frequency: f64, seconds: f64) -> Vec<u8> {
+    let rate = 48_000u32;
+    let samples = (f64::from(rate) * seconds) as u32;
+    let data_len = samples * 2;
+    let mut wav = Vec::with_capacity(44 + data_len as usize);
+    wav.extend_from_slice(b"RIFF");
+    wav.extend_from_slice(&(36 + data_len).to_le_bytes());
+    wav.extend_from_slice(b"WAVEfmt ");
+    wav.extend_from_slice(&16u32.to_le_bytes());
+    wav.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    wav.extend_from_slice(&1u16.to_le_bytes()); // mono
+    wav.extend_from_slice(&rate.to_le_bytes());
+    wav.extend_from_slice(&(rate * 2).to_le_bytes());
+    wav.extend_from_slice(&2u16.to_le_bytes());
+    wav.extend_from_slice(&16u16.to_le_bytes());
+    wav.extend_from_slice(b"data");
+    wav.extend_from_slice(&data_len.to_le_bytes());
+    for n in 0..samples {
+        let t = f64::from(n) / f64::from(rate);
+        let sample = (0.5 * (2.0 * std::f64::consts::PI * frequency * t).sin() * 32767.0) as i16;
+        wav.extend_from_slice(&sample.to_le_bytes());
+    }
+    wav
+}
