@@ -22,9 +22,23 @@ pub struct Browser {
     _dir: tempfile::TempDir,
 }
 
+/// What the browser's microphone does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mic {
+    /// Granted without a prompt; plays a 440 Hz tone.
+    Tone,
+    /// The person refuses it (every permission prompt is denied).
+    Refused,
+}
+
 impl Browser {
     /// Starts chromedriver and a Chromium session whose microphone plays a 440 Hz tone.
     pub async fn start() -> Browser {
+        Self::start_with(Mic::Tone).await
+    }
+
+    /// Starts chromedriver and a Chromium session with this microphone.
+    pub async fn start_with(mic: Mic) -> Browser {
         let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
         let chromedriver =
             std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".into());
@@ -49,29 +63,40 @@ impl Browser {
         let mut browser_driver = DriverGuard(Some(driver));
         let url = format!("http://127.0.0.1:{port}");
         wait_for_driver(&url).await;
+        let mut args: Vec<String> = [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--use-fake-device-for-media-stream",
+            // Without it Chromium gathers no loopback candidates, and every peer here is on
+            // loopback.
+            "--allow-loopback-in-peer-connection",
+            "--autoplay-policy=no-user-gesture-required",
+            "--window-size=760,1000",
+        ]
+        .map(String::from)
+        .to_vec();
+        args.push(format!(
+            "--user-data-dir={}",
+            dir.path().join("profile").display()
+        ));
+        match mic {
+            // A microphone that needs no prompt and plays our tone file.
+            Mic::Tone => {
+                args.push("--use-fake-ui-for-media-stream".into());
+                args.push(format!(
+                    "--use-file-for-fake-audio-capture={}",
+                    tone.display()
+                ));
+            }
+            Mic::Refused => args.push("--deny-permission-prompts".into()),
+        }
         let mut capabilities = serde_json::Map::new();
         capabilities.insert(
             "goog:chromeOptions".into(),
-            json!({
-                "binary": chromium,
-                "args": [
-                    "--headless=new",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-dev-shm-usage",
-                    "--no-first-run",
-                    format!("--user-data-dir={}", dir.path().join("profile").display()),
-                    // A microphone that needs no prompt and plays our tone file.
-                    "--use-fake-ui-for-media-stream",
-                    "--use-fake-device-for-media-stream",
-                    format!("--use-file-for-fake-audio-capture={}", tone.display()),
-                    // Without it Chromium gathers no loopback candidates, and every peer here
-                    // is on loopback.
-                    "--allow-loopback-in-peer-connection",
-                    "--autoplay-policy=no-user-gesture-required",
-                    "--window-size=760,1000",
-                ],
-            }),
+            json!({"binary": chromium, "args": args}),
         );
         let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
             .capabilities(capabilities)

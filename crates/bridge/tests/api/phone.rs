@@ -7,7 +7,7 @@ use fakes::realtime_peer::Script;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::browser::Browser;
+use crate::browser::{Browser, Mic};
 use crate::calls::{admin, answered_inbound_call, TOKEN};
 use crate::helpers::*;
 use crate::voice::{fake_model, tool_call};
@@ -414,6 +414,28 @@ async fn a_wrong_token_places_no_call_and_the_page_says_why() {
     browser.click("call").await;
     let message = browser.wait_text("message", |m| !m.is_empty()).await;
     assert!(message.contains("token is wrong"), "{message}");
+    assert_eq!(browser.text("state").await, "idle");
+    let calls: Value = admin(&app, Method::GET, "/api/calls", None)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(calls["calls"], json!([]));
+    browser.close().await;
+    app.stop().await.expect("stops");
+}
+
+#[tokio::test]
+async fn a_refused_microphone_places_no_call_and_the_page_says_what_to_do() {
+    let db = TestDb::sqlite();
+    let app = phone_app(&db, &[]).await;
+    let browser = Browser::start_with(Mic::Refused).await;
+    browser
+        .open(&app.url(&format!("/phone#token={TOKEN}")))
+        .await;
+    browser.click("call").await;
+    let message = browser.wait_text("message", |m| !m.is_empty()).await;
+    assert!(message.contains("microphone was refused"), "{message}");
     assert_eq!(browser.text("state").await, "idle");
     let calls: Value = admin(&app, Method::GET, "/api/calls", None)
         .await
