@@ -64,7 +64,7 @@ impl Line {
 }
 
 /// A live call's facts, owned by its task.
-pub(crate) struct Live {
+struct Live {
     id: String,
     handle: CallHandle,
     direction: CallDirection,
@@ -77,6 +77,34 @@ pub(crate) struct Live {
     waiting: Vec<oneshot::Sender<()>>,
     /// The voice assistant, when the model answers the call.
     voice: Option<Voice>,
+}
+
+impl Live {
+    fn new(
+        id: &str,
+        handle: CallHandle,
+        (direction, line): (CallDirection, Line),
+        started: Instant,
+        answered_at: Option<Instant>,
+        voice: Option<Voice>,
+    ) -> Self {
+        Self {
+            id: id.to_owned(),
+            handle,
+            direction,
+            line,
+            started,
+            answered_at,
+            ended_by_whatsapp: None,
+            waiting: Vec::new(),
+            voice,
+        }
+    }
+
+    /// Lives the call in a task of its own.
+    fn spawn(self, shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<CallMsg>) {
+        tokio::spawn(async move { run_live(&shared, self, &mut rx).await });
+    }
 }
 
 /// Answers an inbound call: engine answer → `pre_accept` → `accept` → agent; then lives it.
@@ -158,17 +186,14 @@ pub(crate) async fn run_inbound(
     }
     tracing::info!(call_id = %id, "inbound call answered");
 
-    let live = Live {
-        id,
+    let live = Live::new(
+        &id,
         handle,
-        direction: CallDirection::Inbound,
-        line: Line::WhatsApp { graph, wa },
-        started: received,
-        answered_at: Some(Instant::now()),
-        ended_by_whatsapp: None,
-        waiting: Vec::new(),
+        (CallDirection::Inbound, Line::WhatsApp { graph, wa }),
+        received,
+        Some(Instant::now()),
         voice,
-    };
+    );
     run_live(&shared, live, &mut rx).await;
 }
 
@@ -281,22 +306,15 @@ pub(crate) async fn start_outbound(
             .inc();
         shared.media.hang_up(handle, EndReason::Failed).await;
     }
-    let live = Live {
-        id: id.to_owned(),
+    Live::new(
+        id,
         handle,
-        direction: CallDirection::Outbound,
-        line: Line::WhatsApp { graph, wa },
+        (CallDirection::Outbound, Line::WhatsApp { graph, wa }),
         started,
-        answered_at: None,
-        ended_by_whatsapp: None,
-        waiting: Vec::new(),
+        None,
         voice,
-    };
-    let task_shared = shared.clone();
-    tokio::spawn(async move {
-        let mut rx = rx;
-        run_live(&task_shared, live, &mut rx).await;
-    });
+    )
+    .spawn(shared.clone(), rx);
     Ok(shared.store.call(id).await?.unwrap_or(record))
 }
 
@@ -345,11 +363,7 @@ async fn refuse(
 }
 
 /// A call from answered (or ringing) to ended.
-pub(crate) async fn run_live(
-    shared: &Shared,
-    mut live: Live,
-    rx: &mut mpsc::UnboundedReceiver<CallMsg>,
-) {
+async fn run_live(shared: &Shared, mut live: Live, rx: &mut mpsc::UnboundedReceiver<CallMsg>) {
     loop {
         let rollover = live.voice.as_ref().and_then(Voice::rollover_at);
         let msg = tokio::select! {
@@ -640,21 +654,14 @@ pub(crate) async fn start_test_phone(
         voice.answered(&shared).await;
     }
     tracing::info!(call_id = id, "test phone call answered");
-    let live = Live {
-        id: id.to_owned(),
+    Live::new(
+        id,
         handle,
-        direction: CallDirection::Inbound,
-        line: Line::TestPhone,
-        started: received,
-        answered_at: Some(Instant::now()),
-        ended_by_whatsapp: None,
-        waiting: Vec::new(),
+        (CallDirection::Inbound, Line::TestPhone),
+        received,
+        Some(Instant::now()),
         voice,
-    };
-    let task_shared = shared.clone();
-    tokio::spawn(async move {
-        let mut rx = rx;
-        run_live(&task_shared, live, &mut rx).await;
-    });
+    )
+    .spawn(shared, rx);
     Ok(answer)
 }

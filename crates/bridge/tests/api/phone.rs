@@ -37,6 +37,14 @@ async fn phone_app(db: &TestDb, env: &[(&'static str, &str)]) -> TestApp {
     .await
 }
 
+async fn list_calls(app: &TestApp) -> Value {
+    admin(app, Method::GET, "/api/calls", None)
+        .await
+        .json()
+        .await
+        .expect("json")
+}
+
 async fn error_code(response: reqwest::Response) -> (u16, String) {
     let status = response.status().as_u16();
     let body: Value = response.json().await.expect("json error");
@@ -143,11 +151,7 @@ async fn bad_phone_call_requests_get_clear_errors_and_place_nothing() {
         let response = admin(&app, Method::POST, "/api/phone/calls", Some(body.clone())).await;
         assert_eq!(error_code(response).await, (400, code.into()), "{body}");
     }
-    let calls: Value = admin(&app, Method::GET, "/api/calls", None)
-        .await
-        .json()
-        .await
-        .expect("json");
+    let calls: Value = list_calls(&app).await;
     assert_eq!(calls["calls"], json!([]), "nothing was placed");
 
     // SDP that is not an offer we can answer: refused, and the refusal is on record.
@@ -160,11 +164,7 @@ async fn bad_phone_call_requests_get_clear_errors_and_place_nothing() {
     )
     .await;
     assert_eq!(error_code(response).await, (400, "bad_sdp".into()));
-    let calls: Value = admin(&app, Method::GET, "/api/calls", None)
-        .await
-        .json()
-        .await
-        .expect("json");
+    let calls: Value = list_calls(&app).await;
     let call = &calls["calls"][0];
     assert_eq!(call["channel"], "test_phone");
     assert_eq!(call["state"], "ended");
@@ -405,21 +405,26 @@ async fn a_browser_hears_itself_through_the_echo_agent_on_a_service_with_no_what
     app.stop().await.expect("stops");
 }
 
+/// Opens the page with `token` and presses Call, expecting no call: returns what the page
+/// says, once it is back to idle.
+async fn refused_call(browser: &Browser, app: &TestApp, token: &str) -> String {
+    browser
+        .open(&app.url(&format!("/phone#token={token}")))
+        .await;
+    browser.click("call").await;
+    let message = browser.wait_text("message", |m| !m.is_empty()).await;
+    assert_eq!(browser.text("state").await, "idle", "{message}");
+    message
+}
+
 #[tokio::test]
 async fn a_wrong_token_places_no_call_and_the_page_says_why() {
     let db = TestDb::sqlite();
     let app = phone_app(&db, &[]).await;
     let browser = Browser::start().await;
-    browser.open(&app.url("/phone#token=wrong-token")).await;
-    browser.click("call").await;
-    let message = browser.wait_text("message", |m| !m.is_empty()).await;
+    let message = refused_call(&browser, &app, "wrong-token").await;
     assert!(message.contains("token is wrong"), "{message}");
-    assert_eq!(browser.text("state").await, "idle");
-    let calls: Value = admin(&app, Method::GET, "/api/calls", None)
-        .await
-        .json()
-        .await
-        .expect("json");
+    let calls: Value = list_calls(&app).await;
     assert_eq!(calls["calls"], json!([]));
     browser.close().await;
     app.stop().await.expect("stops");
@@ -430,18 +435,9 @@ async fn a_refused_microphone_places_no_call_and_the_page_says_what_to_do() {
     let db = TestDb::sqlite();
     let app = phone_app(&db, &[]).await;
     let browser = Browser::start_with(Mic::Refused).await;
-    browser
-        .open(&app.url(&format!("/phone#token={TOKEN}")))
-        .await;
-    browser.click("call").await;
-    let message = browser.wait_text("message", |m| !m.is_empty()).await;
+    let message = refused_call(&browser, &app, TOKEN).await;
     assert!(message.contains("microphone was refused"), "{message}");
-    assert_eq!(browser.text("state").await, "idle");
-    let calls: Value = admin(&app, Method::GET, "/api/calls", None)
-        .await
-        .json()
-        .await
-        .expect("json");
+    let calls: Value = list_calls(&app).await;
     assert_eq!(calls["calls"], json!([]));
     browser.close().await;
     app.stop().await.expect("stops");
@@ -456,24 +452,15 @@ async fn at_capacity_a_second_page_is_refused_while_the_first_call_keeps_its_aud
     let id = call_from(&first, &app, TOKEN).await;
     let (before, _) = first.hears(25).await;
 
-    second
-        .open(&app.url(&format!("/phone#token={TOKEN}")))
-        .await;
-    second.click("call").await;
-    let message = second.wait_text("message", |m| !m.is_empty()).await;
+    let message = refused_call(&second, &app, TOKEN).await;
     assert!(message.contains("capacity"), "{message}");
-    assert_eq!(second.text("state").await, "idle");
 
     // The first call goes on, with its audio.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (after, _) = first.inbound_audio().await;
     assert!(after >= before + 25, "audio stopped: {before} then {after}");
     assert_eq!(first.text("state").await, "in call");
-    let calls: Value = admin(&app, Method::GET, "/api/calls", None)
-        .await
-        .json()
-        .await
-        .expect("json");
+    let calls: Value = list_calls(&app).await;
     assert_eq!(calls["calls"].as_array().map(Vec::len), Some(1), "{calls}");
     assert_eq!(calls["calls"][0]["id"], json!(id));
     let metrics = app.get("/metrics").await.text().await.expect("metrics");
