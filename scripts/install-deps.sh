@@ -2,7 +2,7 @@
 # Installs the Debian packages the project's own scripts need, when they are missing:
 #   scripts/install-deps.sh postgres   PostgreSQL server (the test suite runs every storage test on it)
 #   scripts/install-deps.sh bench      wrk (the webhook benchmark's load generator)
-#   scripts/install-deps.sh browser    Chromium and ChromeDriver (the test phone's browser tests)
+#   scripts/install-deps.sh browser    Chromium, ChromeDriver and Firefox ESR (the test phone's browser tests)
 # Needs root or sudo. Does nothing for packages already installed.
 set -euo pipefail
 
@@ -14,6 +14,7 @@ for group in "$@"; do
     browser)
       [ -x "${CHROMIUM:-/usr/bin/chromium}" ] || want+=(chromium)
       [ -x "${CHROMEDRIVER:-/usr/bin/chromedriver}" ] || want+=(chromium-driver)
+      [ -x "${FIREFOX:-/usr/bin/firefox-esr}" ] || want+=(firefox-esr)
       ;;
     *) echo "install-deps: unknown group '$group' (known: postgres, bench, browser)" >&2; exit 2 ;;
   esac

@@ -1,9 +1,11 @@
-//! A real browser for the test phone's tests: Debian's headless Chromium, driven over
-//! WebDriver (chromedriver + fantoccini), with a fake microphone that plays a tone.
+//! Real browsers for the test phone's tests: headless Chromium and Firefox, driven over
+//! WebDriver (chromedriver or geckodriver, and fantoccini), with a fake microphone that plays
+//! a tone.
 //!
 //! Chromium and chromedriver come from Debian's `chromium` and `chromium-driver` packages,
+//! Firefox from `firefox-esr` and geckodriver from crates.io (`cargo install geckodriver`), all
 //! installed by `scripts/test.sh`; a machine without them fails these tests and says so (they
-//! never skip). `CHROMIUM` and `CHROMEDRIVER` point at other binaries.
+//! never skip). `CHROMIUM`, `CHROMEDRIVER`, `FIREFOX` and `GECKODRIVER` point at other binaries.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -20,6 +22,18 @@ pub struct Browser {
     pub client: Client,
     driver: Child,
     _dir: tempfile::TempDir,
+}
+
+/// A browser or driver binary: `$env_var`, else `default`; a missing one fails the test with
+/// how to install it (these tests never skip).
+fn binary(env_var: &str, default: &str, package: &str) -> String {
+    let path = std::env::var(env_var).unwrap_or_else(|_| default.to_owned());
+    assert!(
+        std::path::Path::new(&path).exists(),
+        "{path} is missing: the browser tests need {package}. Run scripts/test.sh (it installs \
+         the browsers and drivers), or set {env_var}."
+    );
+    path
 }
 
 /// What the browser's microphone does.
@@ -39,30 +53,11 @@ impl Browser {
 
     /// Starts chromedriver and a Chromium session with this microphone.
     pub async fn start_with(mic: Mic) -> Browser {
-        let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-        let chromedriver =
-            std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".into());
-        for binary in [&chromium, &chromedriver] {
-            assert!(
-                std::path::Path::new(binary).exists(),
-                "{binary} is missing: the browser tests need Debian's chromium and \
-                 chromium-driver packages. Run scripts/test.sh (it installs them), or \
-                 `apt-get install chromium chromium-driver`."
-            );
-        }
+        let chromium = binary("CHROMIUM", "/usr/bin/chromium", "chromium");
+        let chromedriver = binary("CHROMEDRIVER", "/usr/bin/chromedriver", "chromium-driver");
         let dir = tempfile::tempdir().expect("temp dir");
         let tone = dir.path().join("tone.wav");
         std::fs::write(&tone, tone_wav(440.0, 3.0)).expect("tone file");
-        let port = free_port();
-        let driver = Command::new(&chromedriver)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {chromedriver}: {e}"));
-        let mut browser_driver = DriverGuard(Some(driver));
-        let url = format!("http://127.0.0.1:{port}");
-        wait_for_driver(&url).await;
         let mut args: Vec<String> = [
             "--headless=new",
             "--no-sandbox",
@@ -98,14 +93,65 @@ impl Browser {
             "goog:chromeOptions".into(),
             json!({"binary": chromium, "args": args}),
         );
+        Self::session(&chromedriver, &[], capabilities, dir).await
+    }
+
+    /// Starts geckodriver and a headless Firefox session (Debian's `firefox-esr`) whose
+    /// microphone is Firefox's fake one (a tone), granted without a prompt.
+    pub async fn firefox() -> Browser {
+        let firefox = binary("FIREFOX", "/usr/bin/firefox-esr", "firefox-esr");
+        let home = std::env::var("CARGO_HOME")
+            .unwrap_or_else(|_| format!("{}/.cargo", std::env::var("HOME").unwrap_or_default()));
+        let geckodriver = binary(
+            "GECKODRIVER",
+            &format!("{home}/bin/geckodriver"),
+            "geckodriver (cargo install geckodriver)",
+        );
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert("browserName".into(), json!("firefox"));
+        capabilities.insert(
+            "moz:firefoxOptions".into(),
+            json!({
+                "binary": firefox,
+                "args": ["-headless", "-width", "760", "-height", "1000"],
+                "prefs": {
+                    "media.navigator.streams.fake": true,
+                    "media.navigator.permission.disabled": true,
+                    // Every peer here is on loopback: gather it, and show real addresses.
+                    "media.peerconnection.ice.loopback": true,
+                    "media.peerconnection.ice.obfuscate_host_addresses": false,
+                },
+            }),
+        );
+        Self::session(&geckodriver, &["--log", "fatal"], capabilities, dir).await
+    }
+
+    async fn session(
+        driver_binary: &str,
+        driver_args: &[&str],
+        capabilities: serde_json::Map<String, Value>,
+        dir: tempfile::TempDir,
+    ) -> Browser {
+        let port = free_port();
+        let driver = Command::new(driver_binary)
+            .arg(format!("--port={port}"))
+            .args(driver_args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {driver_binary}: {e}"));
+        let mut guard = DriverGuard(Some(driver));
+        let url = format!("http://127.0.0.1:{port}");
+        wait_for_driver(&url).await;
         let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
             .capabilities(capabilities)
             .connect(&url)
             .await
-            .unwrap_or_else(|e| panic!("cannot start a Chromium session ({chromium}): {e}"));
+            .unwrap_or_else(|e| panic!("cannot start a browser session with {driver_binary}: {e}"));
         Browser {
             client,
-            driver: browser_driver.0.take().expect("driver"),
+            driver: guard.0.take().expect("driver"),
             _dir: dir,
         }
     }
@@ -161,8 +207,8 @@ impl Browser {
     }
 
     /// The page's received audio, from WebRTC's own statistics: packets, and total energy
-    /// (zero for silence).
-    pub async fn inbound_audio(&self) -> (u64, f64) {
+    /// (zero for silence; `None` where the browser does not report it).
+    pub async fn inbound_audio(&self) -> (u64, Option<f64>) {
         let stats = self
             .client
             .execute_async(
@@ -173,7 +219,8 @@ impl Browser {
                      let found = null;
                      report.forEach(s => {
                        if (s.type === "inbound-rtp" && s.kind === "audio") {
-                         found = {packets: s.packetsReceived || 0, energy: s.totalAudioEnergy || 0};
+                         found = {packets: s.packetsReceived || 0,
+                                  energy: s.totalAudioEnergy === undefined ? null : s.totalAudioEnergy};
                        }
                      });
                      done(found);
@@ -184,21 +231,22 @@ impl Browser {
             .expect("stats");
         (
             stats["packets"].as_u64().unwrap_or(0),
-            stats["energy"].as_f64().unwrap_or(0.0),
+            stats["energy"].as_f64(),
         )
     }
 
-    /// Waits until the page has received at least `packets` audio packets carrying sound.
-    pub async fn hears(&self, packets: u64) -> (u64, f64) {
+    /// Waits until the page has received at least `packets` audio packets carrying sound
+    /// (where the browser reports the energy).
+    pub async fn hears(&self, packets: u64) -> (u64, Option<f64>) {
         let deadline = tokio::time::Instant::now() + PAGE_WAIT;
         loop {
             let (received, energy) = self.inbound_audio().await;
-            if received >= packets && energy > 0.0 {
+            if received >= packets && energy.is_none_or(|e| e > 0.0) {
                 return (received, energy);
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "the page heard {received} packets, energy {energy}; state {:?}, feed: {}",
+                "the page heard {received} packets, energy {energy:?}; state {:?}, feed: {}",
                 self.text("state").await,
                 self.text("feed").await
             );

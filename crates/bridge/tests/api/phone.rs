@@ -417,6 +417,32 @@ async fn refused_call(browser: &Browser, app: &TestApp, token: &str) -> String {
     message
 }
 
+/// The same call from Firefox (its offer: Opus 109, telephone-event 101, its own fmtp).
+#[tokio::test]
+async fn firefox_hears_itself_through_the_echo_agent_too() {
+    let db = TestDb::sqlite();
+    let app = phone_app(&db, &[]).await;
+    let browser = Browser::firefox().await;
+    let id = call_from(&browser, &app, TOKEN).await;
+    let (packets, _) = browser.hears(50).await;
+    assert!(packets >= 50);
+    let answer = browser
+        .js("return window.phone.pc.remoteDescription.sdp;")
+        .await;
+    let answer = answer.as_str().expect("answer");
+    assert!(answer.contains("a=rtpmap:109 opus/48000/2"), "{answer}");
+    assert!(answer.contains("a=setup:passive"), "{answer}");
+    browser.click("hangup").await;
+    browser.wait_text("state", |s| s.starts_with("ended")).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while call_record(&app, &id).await["call"]["state"] != "ended" {
+        assert!(tokio::time::Instant::now() < deadline, "not ended");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    browser.close().await;
+    app.stop().await.expect("stops");
+}
+
 #[tokio::test]
 async fn a_wrong_token_places_no_call_and_the_page_says_why() {
     let db = TestDb::sqlite();
