@@ -37,8 +37,9 @@ use crate::store::{CallEventRecord, Store};
 /// The page.
 const PAGE: &str = include_str!("phone.html");
 
-/// The user a test-phone call acts for when the page names none: a number in the range
-/// reserved for fiction (555-01xx style), so a test user never collides with a real one.
+/// The user a test-phone call acts for when the request names none (the page's "call as" field
+/// starts with the same number): a 555 number of the kind kept for fiction, so that the test
+/// user is not a real person.
 pub const DEFAULT_TEST_USER: &str = "15550001234";
 
 /// `GET /phone`.
