@@ -569,3 +569,63 @@ async fn a_test_phone_call_reaches_the_model_and_the_page_shows_its_transcript_a
     browser.close().await;
     app.stop().await.expect("stops");
 }
+
+#[tokio::test]
+async fn an_open_live_feed_does_not_hold_up_shutdown() {
+    let db = TestDb::sqlite();
+    let app = spawn_app_with(
+        &db,
+        Options {
+            env: vec![
+                ("ADMIN_TOKEN", TOKEN.to_owned()),
+                ("VOICE_AGENT", "echo".to_owned()),
+            ],
+            ..Options::default()
+        },
+    )
+    .await;
+    let _peer = answered_inbound_call(&app, "wacid.feed.shutdown").await;
+    let call = app
+        .call_when("wacid.feed.shutdown", |c| c.state.as_str() == "answered")
+        .await;
+    let response = admin(
+        &app,
+        Method::GET,
+        &format!("/api/calls/{}/events", call.id),
+        None,
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let reading = tokio::spawn(read_sse(response));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // The shutdown deadline is 10 s: a stream that held the server open would take all of it.
+    let started = std::time::Instant::now();
+    app.stop().await.expect("stops");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+    let events = reading.await.expect("reader");
+    assert_eq!(
+        events.last().map(|(n, _)| n.as_str()),
+        Some("end"),
+        "{events:?}"
+    );
+    let ended = app_call_state(&db, &call.id).await;
+    assert_eq!(ended, "ended");
+}
+
+/// The call's state as stored, read after the app has stopped.
+async fn app_call_state(db: &TestDb, id: &str) -> String {
+    let store = db.store().await;
+    store
+        .call(id)
+        .await
+        .expect("query")
+        .expect("the call")
+        .state
+        .as_str()
+        .to_owned()
+}
