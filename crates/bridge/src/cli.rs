@@ -32,7 +32,7 @@ pub enum Command {
         /// The WhatsApp id (phone number in international format) to call.
         #[arg(long)]
         to: String,
-        /// Why we call (kept on the call record).
+        /// Why we call (kept on the call record; the assistant is told, and says why it calls).
         #[arg(long)]
         purpose: Option<String>,
         /// A reminder of the callee's (its id) for the assistant to deliver on the call.

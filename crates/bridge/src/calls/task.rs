@@ -233,7 +233,7 @@ pub(crate) async fn start_outbound(
             channel: CallChannel::WhatsApp,
             user: Some(user),
             phone_number_id: None,
-            purpose,
+            purpose: purpose.clone(),
             reminder_id: reminder.as_ref().map(|r| r.id),
             owner_instance: Some(shared.settings.instance_id.clone()),
             at: now,
@@ -258,8 +258,13 @@ pub(crate) async fn start_outbound(
             Some(user),
         )
         .await;
-    if let (Some(voice), Some(reminder)) = (&mut voice, &reminder) {
-        voice.deliver(reminder);
+    if let Some(voice) = &mut voice {
+        if let Some(reminder) = &reminder {
+            voice.deliver(reminder);
+        }
+        if let Some(purpose) = &purpose {
+            voice.call_about(purpose);
+        }
     }
     // The model's session is set up while the phone starts ringing.
     let opening = async {

@@ -150,6 +150,8 @@ pub(crate) struct Voice {
     goodbye_pending: bool,
     /// The reminder this call delivers (outbound reminder calls).
     reminder: Option<ReminderContext>,
+    /// Why the call was placed (outbound calls placed with a purpose).
+    purpose: Option<String>,
     /// The voice has given up (or the call is ending): no leg is replaced any more.
     ended: bool,
     /// The model is producing a response: a new one must wait for it (the API refuses two).
@@ -190,6 +192,7 @@ impl Voice {
             resuming: None,
             goodbye_pending: false,
             reminder: None,
+            purpose: None,
             ended: false,
             responding: false,
             respond_when_free: false,
@@ -216,6 +219,12 @@ impl Voice {
             Err(_) => self.ended = true,
         }
         result
+    }
+
+    /// This call was placed for `purpose`: the assistant is told (as data) and says why it
+    /// calls when the person answers.
+    pub(crate) fn call_about(&mut self, purpose: &str) {
+        self.purpose = Some(purpose.to_owned());
     }
 
     /// This call delivers `reminder`: the assistant opens with it (given as data, never as
@@ -551,18 +560,24 @@ impl Voice {
         }
         self.opened = true;
         let prompt = self.prompt(shared);
-        let instructions = match (self.resuming.take(), &self.reminder) {
-            (None, None) => prompt.greeting(),
-            (None, Some(reminder)) => {
-                let text = prompt.reminder_context(reminder);
-                self.send(shared, &ModelCommand::Context { text }).await;
-                prompt.reminder_greeting()
+        // What the call is about goes first, as data: again on a replacement session.
+        let context: Vec<String> = [
+            self.reminder.as_ref().map(|r| prompt.reminder_context(r)),
+            self.purpose.as_deref().map(|p| prompt.purpose_context(p)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        for text in context {
+            self.send(shared, &ModelCommand::Context { text }).await;
+        }
+        let instructions = match self.resuming.take() {
+            None if self.reminder.is_some() => prompt.reminder_greeting(),
+            None if self.direction == CallDirection::Outbound => {
+                prompt.outbound_greeting(self.purpose.is_some())
             }
-            (Some(interrupted), reminder) => {
-                if let Some(reminder) = reminder {
-                    let text = prompt.reminder_context(reminder);
-                    self.send(shared, &ModelCommand::Context { text }).await;
-                }
+            None => prompt.greeting(),
+            Some(interrupted) => {
                 if !self.lines.is_empty() {
                     let text = self.summary();
                     self.send(shared, &ModelCommand::Context { text }).await;

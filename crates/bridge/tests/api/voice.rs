@@ -421,8 +421,10 @@ async fn a_model_leg_lost_mid_call_is_reestablished_once_with_the_conversation_s
     app.stop().await.expect("clean stop");
 }
 
+const PURPOSE: &str = "Ask whether the piano delivery still suits them.";
+
 #[tokio::test]
-async fn on_an_outbound_call_the_assistant_waits_for_the_callee() {
+async fn on_an_outbound_call_the_assistant_waits_for_the_callee_then_says_why_it_calls() {
     let db = TestDb::sqlite();
     let (realtime, peers) = fake_model(Script::default()).await;
     let app = voice_app(&db, &realtime, Provider::OpenAi).await;
@@ -430,7 +432,7 @@ async fn on_an_outbound_call_the_assistant_waits_for_the_callee() {
         &app,
         reqwest::Method::POST,
         "/api/calls",
-        Some(json!({"to": USER_WA_ID, "purpose": "test"})),
+        Some(json!({"to": USER_WA_ID, "purpose": PURPOSE})),
     )
     .await;
     assert_eq!(response.status(), 202);
@@ -456,10 +458,35 @@ async fn on_an_outbound_call_the_assistant_waits_for_the_callee() {
         .await;
     callee.wait_for(WAIT, |o| o.connected).await;
     callee.talk(10, payload).await;
-    model
+    let observed = model
         .wait_for(WAIT, |o| !o.events_of("response.create").is_empty())
         .await;
     hears_model(&callee, 1, "the callee did not hear the assistant").await;
+    // The purpose reaches the model as data (a user-role block), and the opening is an
+    // outbound one: the assistant says why it calls.
+    let context = observed
+        .events_of("conversation.item.create")
+        .into_iter()
+        .find(|e| e["item"]["type"] == "message")
+        .expect("the purpose as context")
+        .clone();
+    assert_eq!(context["item"]["role"], "user", "data, not instructions");
+    let text = context["item"]["content"][0]["text"]
+        .as_str()
+        .expect("text");
+    assert!(
+        text.contains("<<<PURPOSE") && text.contains("piano"),
+        "{text}"
+    );
+    let greeting = observed.events_of("response.create")[0]["response"]["instructions"]
+        .as_str()
+        .expect("instructions")
+        .to_owned();
+    assert!(greeting.contains("You placed this call"), "{greeting}");
+    assert!(
+        !greeting.contains("piano"),
+        "the purpose is not in the instructions"
+    );
     app.stop().await.expect("clean stop");
 }
 
