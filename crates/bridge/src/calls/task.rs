@@ -416,7 +416,11 @@ async fn run_live(shared: &Shared, mut live: Live, rx: &mut mpsc::UnboundedRecei
                 if let Some(voice) = &live.voice {
                     let usage = voice.usage();
                     if usage.responses > 0 {
-                        event(shared, &live.id, "usage", json!(usage)).await;
+                        let usage = json!(usage);
+                        if let Err(err) = shared.store.set_call_usage(&live.id, &usage).await {
+                            tracing::error!(call_id = %live.id, error = %err, "could not record the call's usage");
+                        }
+                        event(shared, &live.id, "usage", usage).await;
                     }
                 }
                 event(

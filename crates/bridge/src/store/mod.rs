@@ -191,6 +191,13 @@ pub trait Store: Send + Sync + 'static {
     /// Records WhatsApp's id for a call we started.
     async fn attach_wa_call_id(&self, id: &str, wa_call_id: &WaCallId) -> Result<(), StoreError>;
 
+    /// Records what the call cost the AI provider (its token usage, summed), replacing any
+    /// earlier figure.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown call.
+    async fn set_call_usage(&self, id: &str, usage: &serde_json::Value) -> Result<(), StoreError>;
+
     /// Applies a signal to a call by our id (see [`Store::record_call_signal`]).
     async fn apply_call_signal(
         &self,

@@ -434,6 +434,8 @@ pub struct CallRecord {
     pub duration_secs: Option<i64>,
     /// Error code WhatsApp reported.
     pub error_code: Option<i64>,
+    /// The AI provider's token usage over the call (summed), once it has ended.
+    pub usage: Option<serde_json::Value>,
     /// Created.
     pub created_at: DateTime<Utc>,
     /// Last changed.

@@ -213,7 +213,7 @@ const REMINDER_COLUMNS: &str = "id, user_id, text, time_zone, local_time, recurr
 const NOTE_COLUMNS: &str = "id, body, source, created_at, updated_at";
 const MESSAGE_COLUMNS: &str =
     "id, direction, wamid, kind, body, content, status, status_at, sent_at, created_at";
-const CALL_COLUMNS: &str = "id, wa_call_id, user_id, direction, channel, state, end_reason, purpose, reminder_id, offered_at, answered_at, ended_at, duration_secs, error_code, created_at, updated_at";
+const CALL_COLUMNS: &str = "id, wa_call_id, user_id, direction, channel, state, end_reason, purpose, reminder_id, offered_at, answered_at, ended_at, duration_secs, error_code, usage, created_at, updated_at";
 const PERMISSION_COLUMNS: &str = "status, expires_at, source, responded_at, updated_at";
 
 #[async_trait]
@@ -1057,6 +1057,24 @@ impl Store for SqlStore {
             let changed = on_pool!(self, pool => {
                 sqlx::query("update calls set wa_call_id = $1 where id = $2 and wa_call_id is null")
                     .bind(wa_call_id.as_str())
+                    .bind(id)
+                    .execute(pool)
+                    .await
+                    .map(|r| r.rows_affected())
+            })?;
+            if changed == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn set_call_usage(&self, id: &str, usage: &serde_json::Value) -> Result<(), StoreError> {
+        self.timed("set_call_usage", async {
+            let changed = on_pool!(self, pool => {
+                sqlx::query("update calls set usage = $1 where id = $2")
+                    .bind(Json(usage))
                     .bind(id)
                     .execute(pool)
                     .await
@@ -2013,6 +2031,7 @@ struct CallRow {
     ended_at: Option<DateTime<Utc>>,
     duration_secs: Option<i64>,
     error_code: Option<i64>,
+    usage: Option<Json<serde_json::Value>>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -2038,6 +2057,7 @@ impl TryFrom<CallRow> for CallRecord {
             ended_at: r.ended_at,
             duration_secs: r.duration_secs,
             error_code: r.error_code,
+            usage: r.usage.map(|u| u.0),
             created_at: r.created_at,
             updated_at: r.updated_at,
         })

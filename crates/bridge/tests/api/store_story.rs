@@ -741,15 +741,17 @@ async fn story(store: Arc<dyn Store>) {
         events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),
         ["state", "transcript"]
     );
-    assert_eq!(
+    let usage = serde_json::json!({"responses": 3, "input_tokens": 1200, "output_tokens": 340});
+    store.set_call_usage(&call_id, &usage).await.expect("usage");
+    let stored = store.call(&call_id).await.expect("call").expect("exists");
+    assert_eq!(stored.id, call_id);
+    assert_eq!(stored.usage, Some(usage));
+    assert!(matches!(
         store
-            .call(&call_id)
-            .await
-            .expect("call")
-            .expect("exists")
-            .id,
-        call_id
-    );
+            .set_call_usage("no-such-call", &serde_json::json!({}))
+            .await,
+        Err(StoreError::NotFound)
+    ));
 
     // --- call permission ----------------------------------------------------------------------
     let permission = store

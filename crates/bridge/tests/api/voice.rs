@@ -224,6 +224,8 @@ async fn inbound_call_reaches_the_assistant(provider: Provider) {
     model.wait_for(WAIT, |o| o.closed).await;
     let usage = wait_for_event(&app, "wacid.voice1", "usage", |_| true).await;
     assert_eq!(usage["input_tokens"], 120);
+    let call = app.call_when("wacid.voice1", |c| c.usage.is_some()).await;
+    assert_eq!(call.usage.expect("usage")["input_tokens"], 120);
     app.stop().await.expect("clean stop");
 }
 
