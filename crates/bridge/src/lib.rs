@@ -42,6 +42,7 @@ pub mod realtime;
 pub mod scheduler;
 pub mod store;
 pub mod telemetry;
+mod upstream;
 pub mod whatsapp;
 
 pub use app::App;

@@ -30,9 +30,7 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use backon::{ExponentialBuilder, Retryable};
 use chrono::{DateTime, Utc};
-use failsafe::{backoff, failure_policy, Config as BreakerConfig, StateMachine};
 use reqwest::header::{HeaderMap, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
 use secrecy::{ExposeSecret, SecretString};
@@ -42,7 +40,7 @@ use super::protocol::SessionInfo;
 use super::session::Session;
 use crate::config::{AiConfig, AiProvider};
 use crate::telemetry::Metrics;
-use crate::whatsapp::client::http_client;
+use crate::upstream::{self, guarded, http_client, Breaker, UpstreamError};
 
 /// How long one request may take. SDP answers come back in well under a second normally;
 /// a caller is waiting, so we do not wait long.
@@ -114,10 +112,25 @@ impl RealtimeError {
             RealtimeError::BadResponse(_) => "bad_response",
         }
     }
+}
 
-    /// Whether the service is failing (not an answer about this request): trips the breaker.
+impl UpstreamError for RealtimeError {
+    /// The service is failing (5xx, timeouts, no connection), not answering about this request.
     fn is_outage(&self) -> bool {
         matches!(self, RealtimeError::Unavailable { .. })
+    }
+
+    fn circuit_open() -> Self {
+        RealtimeError::CircuitOpen
+    }
+
+    /// A 429's `Retry-After`.
+    fn retry_after(&self) -> Option<Duration> {
+        if let RealtimeError::RateLimited { retry_after, .. } = self {
+            *retry_after
+        } else {
+            None
+        }
     }
 }
 
@@ -202,11 +215,7 @@ pub struct RealtimeCall {
 }
 
 /// One request's failure, with whether it may have reached the API.
-struct Attempt {
-    error: RealtimeError,
-    /// False only when the connection was never established: nothing was sent.
-    maybe_delivered: bool,
-}
+type Attempt = upstream::Attempt<RealtimeError>;
 
 /// The Realtime session client. Cheap to clone.
 #[derive(Clone)]
@@ -216,7 +225,7 @@ pub struct RealtimeClient {
     api_key: SecretString,
     client_secrets_url: Url,
     calls_url: Url,
-    breaker: StateMachine<failure_policy::ConsecutiveFailures<backoff::Exponential>, ()>,
+    breaker: Breaker,
     metrics: Metrics,
 }
 
@@ -300,12 +309,7 @@ impl RealtimeClient {
                 .extend(["realtime", last]);
             Ok(url)
         };
-        let breaker = BreakerConfig::new()
-            .failure_policy(failure_policy::consecutive_failures(
-                5,
-                backoff::exponential(Duration::from_secs(10), Duration::from_secs(60)),
-            ))
-            .build();
+        let breaker = upstream::breaker();
         Ok(Self {
             http: http_client(REQUEST_TIMEOUT)?,
             provider: kind,
@@ -404,43 +408,7 @@ impl RealtimeClient {
         Fut: std::future::Future<Output = Result<T, Attempt>>,
     {
         let started = Instant::now();
-        let attempt = || async {
-            if !self.breaker.is_call_permitted() {
-                return Err(Attempt {
-                    error: RealtimeError::CircuitOpen,
-                    maybe_delivered: false,
-                });
-            }
-            let result = once().await;
-            match &result {
-                Err(attempt) if attempt.error.is_outage() => self.breaker.on_error(),
-                Ok(_) | Err(_) => self.breaker.on_success(),
-            }
-            result
-        };
-        let result = attempt
-            .retry(
-                ExponentialBuilder::default()
-                    .with_min_delay(Duration::from_millis(200))
-                    .with_max_delay(Duration::from_secs(1))
-                    .with_max_times(2)
-                    .with_jitter(),
-            )
-            .when(|failure: &Attempt| may_retry(step, failure))
-            .adjust(
-                |failure: &Attempt, proposed| match (&failure.error, proposed) {
-                    (
-                        RealtimeError::RateLimited {
-                            retry_after: Some(after),
-                            ..
-                        },
-                        Some(_),
-                    ) => Some(*after),
-                    _ => proposed,
-                },
-            )
-            .await
-            .map_err(|failure| failure.error);
+        let result = guarded(&self.breaker, once, |failure| may_retry(step, failure)).await;
 
         let outcome = match &result {
             Ok(_) => "ok",

@@ -16,8 +16,6 @@
 
 use std::time::{Duration, Instant};
 
-use backon::{ExponentialBuilder, Retryable};
-use failsafe::{backoff, failure_policy, Config as BreakerConfig, StateMachine};
 use reqwest::{StatusCode, Url};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -26,12 +24,10 @@ use serde_json::{json, Value};
 use crate::config::WhatsAppConfig;
 use crate::domain::{PhoneNumberId, WaCallId, WaId, WamId};
 use crate::telemetry::{masked, Metrics};
+use crate::upstream::{self, guarded, http_client, Breaker, UpstreamError};
 
 /// How long one Graph request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long establishing the connection may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-
 /// What went wrong with a Graph call, in the terms callers act on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GraphError {
@@ -109,23 +105,24 @@ impl GraphError {
             GraphError::Unexpected(_) => "unexpected",
         }
     }
+}
 
-    /// Whether Meta's side is failing (not a business answer about this call): these trip the
-    /// circuit breaker.
+impl UpstreamError for GraphError {
+    /// Meta's side is failing (not a business answer about this call).
     fn is_outage(&self) -> bool {
         matches!(
             self,
             GraphError::Timeout | GraphError::Transport(_) | GraphError::Api { status: 500.., .. }
         )
     }
+
+    fn circuit_open() -> Self {
+        GraphError::CircuitOpen
+    }
 }
 
 /// One request's failure, with whether it may have reached Meta.
-struct Attempt {
-    error: GraphError,
-    /// False only when the connection was never established: nothing was sent.
-    maybe_delivered: bool,
-}
+type Attempt = upstream::Attempt<GraphError>;
 
 /// A `calls` action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,7 +170,7 @@ pub struct GraphClient {
     calls_url: Url,
     messages_url: Url,
     token: SecretString,
-    breaker: StateMachine<failure_policy::ConsecutiveFailures<backoff::Exponential>, ()>,
+    breaker: Breaker,
     metrics: Metrics,
 }
 
@@ -234,12 +231,7 @@ impl GraphClient {
         let calls_url = endpoint("calls")?;
         let messages_url = endpoint("messages")?;
         let http = http_client(REQUEST_TIMEOUT)?;
-        let breaker = BreakerConfig::new()
-            .failure_policy(failure_policy::consecutive_failures(
-                5,
-                backoff::exponential(Duration::from_secs(10), Duration::from_secs(60)),
-            ))
-            .build();
+        let breaker = upstream::breaker();
         Ok(Self {
             http,
             calls_url,
@@ -374,29 +366,10 @@ impl GraphClient {
             body.extend(fields);
         }
         let started = Instant::now();
-        let attempt = || async {
-            if !self.breaker.is_call_permitted() {
-                return Err(Attempt {
-                    error: GraphError::CircuitOpen,
-                    maybe_delivered: false,
-                });
-            }
-            let result = self.post_once(url, &body).await;
-            match &result {
-                Err(attempt) if attempt.error.is_outage() => self.breaker.on_error(),
-                Ok(_) | Err(_) => self.breaker.on_success(),
-            }
-            result
-        };
-        let result = attempt
-            .retry(
-                ExponentialBuilder::default()
-                    .with_min_delay(Duration::from_millis(200))
-                    .with_max_delay(Duration::from_secs(1))
-                    .with_max_times(2)
-                    .with_jitter(),
-            )
-            .when(|failure: &Attempt| {
+        let result = guarded(
+            &self.breaker,
+            || self.post_once(url, &body),
+            |failure| {
                 let transient = matches!(
                     failure.error,
                     GraphError::Timeout
@@ -405,9 +378,9 @@ impl GraphClient {
                         | GraphError::Api { status: 500.., .. }
                 );
                 transient && (!failure.maybe_delivered || action.repeatable())
-            })
-            .await
-            .map_err(|failure| failure.error);
+            },
+        )
+        .await;
 
         let outcome = match &result {
             Ok(_) => "ok",
@@ -471,16 +444,6 @@ impl GraphClient {
             error: parse_error(status, &text),
         })
     }
-}
-
-/// The HTTP client for the clouds we call: `timeout` per request, a shorter connect timeout,
-/// our user agent. Shared with the Realtime client.
-pub(crate) fn http_client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(CONNECT_TIMEOUT.min(timeout))
-        .user_agent(concat!("whatsapp-bridge/", env!("CARGO_PKG_VERSION")))
-        .build()
 }
 
 /// A reqwest error's text without the URL (it holds the phone number id; harmless, but the
