@@ -21,25 +21,24 @@ fn bridge_binary() -> PathBuf {
     bridge
 }
 
-#[test]
-fn a_few_calls_stream_through_the_bridge_and_every_packet_comes_back() {
+/// Runs loadgen for three calls of two seconds against the bridge binary, with `extra`
+/// arguments; returns the JSON line it prints.
+fn loadgen(extra: &[&str]) -> serde_json::Value {
     let output = Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args([
-            "--calls",
-            "3",
-            "--duration",
-            "2",
-            "--ramp",
-            "10",
-            "--bridge",
-        ])
+        .args(["--calls", "3", "--duration", "2", "--ramp", "10"])
+        .args(extra)
+        .arg("--bridge")
         .arg(bridge_binary())
         .output()
         .expect("loadgen runs");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "loadgen failed: {stderr}");
-    let result: serde_json::Value =
-        serde_json::from_slice(&output.stdout).expect("one JSON line on stdout");
+    serde_json::from_slice(&output.stdout).expect("one JSON line on stdout")
+}
+
+#[test]
+fn a_few_calls_stream_through_the_bridge_and_every_packet_comes_back() {
+    let result = loadgen(&[]);
     assert_eq!(result["ok"], 3, "{result}");
     assert_eq!(result["misrouted"], 0, "{result}");
     assert_eq!(result["active_calls_after_terminate"], 0, "{result}");
@@ -63,24 +62,7 @@ fn a_few_calls_stream_through_the_bridge_and_every_packet_comes_back() {
 
 #[test]
 fn with_a_model_leg_every_call_hears_the_greeting_and_every_packet_comes_back_through_the_model() {
-    let output = Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args([
-            "--calls",
-            "3",
-            "--duration",
-            "2",
-            "--ramp",
-            "10",
-            "--model",
-            "--bridge",
-        ])
-        .arg(bridge_binary())
-        .output()
-        .expect("loadgen runs");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "loadgen failed: {stderr}");
-    let result: serde_json::Value =
-        serde_json::from_slice(&output.stdout).expect("one JSON line on stdout");
+    let result = loadgen(&["--model"]);
     assert_eq!(result["model"], true, "{result}");
     assert_eq!(result["streams_per_call"], 4, "{result}");
     assert_eq!(result["ok"], 3, "{result}");

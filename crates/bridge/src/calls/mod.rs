@@ -185,30 +185,37 @@ impl Shared {
         self.task_for(Some(id), None)
     }
 
+    /// Whether the model answers calls (so a new call gets a [`voice::Voice`]).
+    pub(crate) fn answers_with_model(&self) -> bool {
+        self.voice.is_some() && self.settings.agent == AgentKind::Model
+    }
+
+    /// The caller's row, for a call that knows only their id; a failed read is logged and
+    /// the assistant then runs without tools.
+    pub(crate) async fn read_user(&self, id: &str, user: Option<UserId>) -> Option<User> {
+        match self.store.user(user?).await {
+            Ok(user) => user,
+            Err(err) => {
+                tracing::error!(call_id = id, error = %err, "could not read the caller; the assistant runs without tools");
+                None
+            }
+        }
+    }
+
     /// The voice assistant for a new call, when the model answers calls. Its tools act for
     /// `user` (none for a caller we cannot identify).
-    pub(crate) async fn voice_for(
+    pub(crate) fn voice_for(
         &self,
         id: &str,
         handle: CallHandle,
         kind: (CallDirection, CallChannel),
         started: Instant,
-        user: Option<UserId>,
+        user: Option<User>,
     ) -> Option<voice::Voice> {
-        let service = self.voice.clone()?;
-        if self.settings.agent != AgentKind::Model {
+        if !self.answers_with_model() {
             return None;
         }
-        let user = match user {
-            Some(user) => match self.store.user(user).await {
-                Ok(user) => user,
-                Err(err) => {
-                    tracing::error!(call_id = id, error = %err, "could not read the caller; the assistant runs without tools");
-                    None
-                }
-            },
-            None => None,
-        };
+        let service = self.voice.clone()?;
         let ctx = user.map(|user| {
             ToolContext::new(self.store.clone(), self.clock.clone(), user, Source::Voice)
                 .with_call_id(id)
@@ -441,7 +448,7 @@ impl Calls {
             task::Outbound {
                 id: &id,
                 to,
-                user: user.id,
+                user: &user,
                 purpose,
                 reminder,
                 now,

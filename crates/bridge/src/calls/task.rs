@@ -12,7 +12,7 @@ use super::voice::{Voice, VoiceMsg};
 use super::{PhoneCallError, PlaceCallError, Shared};
 use crate::domain::{CallChannel, CallStatusKind, UserId, WaCallId, WaId};
 use crate::media::MediaError;
-use crate::store::{CallRecord, NewCall, NewCallEvent, Reminder};
+use crate::store::{CallRecord, NewCall, NewCallEvent, Reminder, User};
 use crate::whatsapp::client::GraphClient;
 
 /// What reaches a call's task.
@@ -134,15 +134,19 @@ pub(crate) async fn run_inbound(
         }
     };
     shared.attach_handle(&id, handle);
-    let mut voice = shared
-        .voice_for(
-            &id,
-            handle,
-            (CallDirection::Inbound, CallChannel::WhatsApp),
-            received,
-            user,
-        )
-        .await;
+    // The webhook named the caller by id: their row is read only when the assistant needs it.
+    let caller = if shared.answers_with_model() {
+        shared.read_user(&id, user).await
+    } else {
+        None
+    };
+    let mut voice = shared.voice_for(
+        &id,
+        handle,
+        (CallDirection::Inbound, CallChannel::WhatsApp),
+        received,
+        caller,
+    );
 
     // The model's session is set up while WhatsApp takes our answer, and the call is accepted
     // only once it is: the caller then hears the greeting at once, and a session that cannot
@@ -162,11 +166,6 @@ pub(crate) async fn run_inbound(
     shared.observe_setup(CallChannel::WhatsApp, "pre_accept", received);
     if let Err(err) = opened {
         tracing::warn!(call_id = %id, error = %err, "no model session for the call; rejecting");
-        shared
-            .metrics
-            .voice_sessions
-            .with_label_values(&["open_failed"])
-            .inc();
         refuse(&shared, &graph, &id, &wa, Some(handle)).await;
         shared
             .tell_unavailable(&id, voice.as_ref().and_then(Voice::user))
@@ -201,7 +200,7 @@ pub(crate) async fn run_inbound(
 pub(crate) struct Outbound<'a> {
     pub(crate) id: &'a str,
     pub(crate) to: &'a WaId,
-    pub(crate) user: UserId,
+    pub(crate) user: &'a User,
     pub(crate) purpose: Option<String>,
     /// The reminder the call delivers (the callee's own).
     pub(crate) reminder: Option<Reminder>,
@@ -231,7 +230,7 @@ pub(crate) async fn start_outbound(
             id: id.to_owned(),
             direction: CallDirection::Outbound,
             channel: CallChannel::WhatsApp,
-            user: Some(user),
+            user: Some(user.id),
             phone_number_id: None,
             purpose: purpose.clone(),
             reminder_id: reminder.as_ref().map(|r| r.id),
@@ -249,15 +248,13 @@ pub(crate) async fn start_outbound(
         }
     };
     shared.attach_handle(id, handle);
-    let mut voice = shared
-        .voice_for(
-            id,
-            handle,
-            (CallDirection::Outbound, CallChannel::WhatsApp),
-            started,
-            Some(user),
-        )
-        .await;
+    let mut voice = shared.voice_for(
+        id,
+        handle,
+        (CallDirection::Outbound, CallChannel::WhatsApp),
+        started,
+        Some(user.clone()),
+    );
     if let Some(voice) = &mut voice {
         if let Some(reminder) = &reminder {
             voice.deliver(reminder);
@@ -304,11 +301,6 @@ pub(crate) async fn start_outbound(
     if let Err(err) = opened {
         // The phone rings already: hang up (the call's task tells WhatsApp).
         tracing::warn!(call_id = id, error = %err, "no model session for the call; hanging up");
-        shared
-            .metrics
-            .voice_sessions
-            .with_label_values(&["open_failed"])
-            .inc();
         shared.media.hang_up(handle, EndReason::Failed).await;
     }
     Live::new(
@@ -577,7 +569,7 @@ pub(crate) async fn event(shared: &Shared, id: &str, kind: &str, data: serde_jso
 /// A call from the browser test phone to answer.
 pub(crate) struct TestPhoneCall<'a> {
     pub(crate) id: &'a str,
-    pub(crate) user: &'a crate::store::User,
+    pub(crate) user: &'a User,
     pub(crate) offer: &'a str,
     pub(crate) received: Instant,
 }
@@ -635,23 +627,16 @@ pub(crate) async fn start_test_phone(
         }
     };
     shared.attach_handle(id, handle);
-    let mut voice = shared
-        .voice_for(
-            id,
-            handle,
-            (CallDirection::Inbound, CallChannel::TestPhone),
-            received,
-            Some(user.id),
-        )
-        .await;
+    let mut voice = shared.voice_for(
+        id,
+        handle,
+        (CallDirection::Inbound, CallChannel::TestPhone),
+        received,
+        Some(user.clone()),
+    );
     if let Some(voice) = &mut voice {
         if let Err(err) = voice.open(&shared).await {
             tracing::warn!(call_id = id, error = %err, "no model session for the test phone's call; refusing it");
-            shared
-                .metrics
-                .voice_sessions
-                .with_label_values(&["open_failed"])
-                .inc();
             shared.media.hang_up(handle, EndReason::Failed).await;
             refused(EndReason::Failed).await;
             return Err(PhoneCallError::AssistantUnavailable(err.to_string()));

@@ -216,7 +216,14 @@ impl Voice {
             Ok(()) => self.leg_opened_at = Some(Instant::now()),
             // Whoever opened it refuses or hangs up the call now: the dropped leg's end is no
             // loss to recover from.
-            Err(_) => self.ended = true,
+            Err(_) => {
+                self.ended = true;
+                shared
+                    .metrics
+                    .voice_sessions
+                    .with_label_values(&["open_failed"])
+                    .inc();
+            }
         }
         result
     }

@@ -25,7 +25,7 @@ use super::error::ApiError;
 use super::AppState;
 use crate::calls::{HangUpError, PlaceCallError};
 use crate::domain::WaId;
-use crate::store::CallFilter;
+use crate::store::{CallEventRecord, CallFilter, CallRecord};
 use crate::whatsapp::client::GraphError;
 
 /// The admin routes.
@@ -242,18 +242,27 @@ async fn show_call(
     State(state): State<AppState>,
     Path(call_id): Path<String>,
 ) -> Result<Response, ApiError> {
+    let (call, events) = call_with_log(&state, &call_id).await?;
+    Ok(Json(json!({"call": call, "events": events})).into_response())
+}
+
+/// A call's record and its log in order; 404 for an unknown call.
+pub(super) async fn call_with_log(
+    state: &AppState,
+    call_id: &str,
+) -> Result<(CallRecord, Vec<CallEventRecord>), ApiError> {
     let call = state
         .store
-        .call(&call_id)
+        .call(call_id)
         .await
         .map_err(anyhow::Error::new)?
         .ok_or(ApiError::NotFound)?;
     let events = state
         .store
-        .call_events(&call_id)
+        .call_events(call_id)
         .await
         .map_err(anyhow::Error::new)?;
-    Ok(Json(json!({"call": call, "events": events})).into_response())
+    Ok((call, events))
 }
 
 async fn hang_up(

@@ -28,7 +28,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::{broadcast, mpsc};
 
-use super::admin::{bad_json, phone_number, Admin};
+use super::admin::{bad_json, call_with_log, phone_number, Admin};
 use super::error::ApiError;
 use super::AppState;
 use crate::calls::{FeedItem, FeedKind, PhoneCallError};
@@ -167,17 +167,7 @@ pub async fn call_events(
     // Subscribed before the history is read, so nothing that happens in between is lost (log
     // entries already in the history are skipped by id).
     let live = state.calls.as_ref().map(|c| c.feed().subscribe());
-    let call = state
-        .store
-        .call(&call_id)
-        .await
-        .map_err(anyhow::Error::new)?
-        .ok_or(ApiError::NotFound)?;
-    let history = state
-        .store
-        .call_events(&call_id)
-        .await
-        .map_err(anyhow::Error::new)?;
+    let (call, history) = call_with_log(&state, &call_id).await?;
     let held = state.calls.as_ref().is_some_and(|c| c.holds(&call_id));
     let (tx, rx) = mpsc::channel(64);
     let watch = Watch {

@@ -214,11 +214,18 @@ async fn read_sse(mut response: reqwest::Response) -> Vec<(String, Value)> {
     }
 }
 
-#[tokio::test]
-async fn the_live_feed_follows_any_call_a_whatsapp_one_too_to_its_end() {
-    let db = TestDb::sqlite();
+/// A WhatsApp call answered by the echo agent, and its live feed opened (200, not yet read).
+async fn whatsapp_call_with_feed(
+    db: &TestDb,
+    wacid: &str,
+) -> (
+    TestApp,
+    fakes::whatsapp_peer::UdpPeer,
+    whatsapp_bridge::store::CallRecord,
+    reqwest::Response,
+) {
     let app = spawn_app_with(
-        &db,
+        db,
         Options {
             env: vec![
                 ("ADMIN_TOKEN", TOKEN.to_owned()),
@@ -228,9 +235,9 @@ async fn the_live_feed_follows_any_call_a_whatsapp_one_too_to_its_end() {
         },
     )
     .await;
-    let peer = answered_inbound_call(&app, "wacid.feed").await;
+    let peer = answered_inbound_call(&app, wacid).await;
     let call = app
-        .call_when("wacid.feed", |c| c.state.as_str() == "answered")
+        .call_when(wacid, |c| c.state.as_str() == "answered")
         .await;
     let response = admin(
         &app,
@@ -240,6 +247,13 @@ async fn the_live_feed_follows_any_call_a_whatsapp_one_too_to_its_end() {
     )
     .await;
     assert_eq!(response.status(), 200);
+    (app, peer, call, response)
+}
+
+#[tokio::test]
+async fn the_live_feed_follows_any_call_a_whatsapp_one_too_to_its_end() {
+    let db = TestDb::sqlite();
+    let (app, peer, call, response) = whatsapp_call_with_feed(&db, "wacid.feed").await;
     assert!(response.headers()["content-type"]
         .to_str()
         .expect("type")
@@ -573,29 +587,7 @@ async fn a_test_phone_call_reaches_the_model_and_the_page_shows_its_transcript_a
 #[tokio::test]
 async fn an_open_live_feed_does_not_hold_up_shutdown() {
     let db = TestDb::sqlite();
-    let app = spawn_app_with(
-        &db,
-        Options {
-            env: vec![
-                ("ADMIN_TOKEN", TOKEN.to_owned()),
-                ("VOICE_AGENT", "echo".to_owned()),
-            ],
-            ..Options::default()
-        },
-    )
-    .await;
-    let _peer = answered_inbound_call(&app, "wacid.feed.shutdown").await;
-    let call = app
-        .call_when("wacid.feed.shutdown", |c| c.state.as_str() == "answered")
-        .await;
-    let response = admin(
-        &app,
-        Method::GET,
-        &format!("/api/calls/{}/events", call.id),
-        None,
-    )
-    .await;
-    assert_eq!(response.status(), 200);
+    let (app, _peer, call, response) = whatsapp_call_with_feed(&db, "wacid.feed.shutdown").await;
     let reading = tokio::spawn(read_sse(response));
     tokio::time::sleep(Duration::from_millis(200)).await;
 

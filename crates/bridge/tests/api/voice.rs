@@ -13,7 +13,9 @@ use serde_json::{json, Value};
 use whatsapp_bridge::domain::WaId;
 use whatsapp_bridge::store::{CallEventRecord, TaskFilter};
 
-use crate::calls::{admin, graph_saw, inbound_connect, outbound_connect, payload, TOKEN};
+use crate::calls::{
+    admin, answered_inbound_call, graph_saw, inbound_connect, outbound_connect, payload, TOKEN,
+};
 use crate::helpers::*;
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -75,23 +77,6 @@ async fn voice_app_with(
     .await
 }
 
-/// A user calls and the bridge answers; returns the caller's peer, connected.
-async fn call_in(app: &TestApp, wacid: &str) -> UdpPeer {
-    let peer = UdpPeer::start().await;
-    let offer = peer.offer().await;
-    assert_eq!(
-        app.post_webhook(&inbound_connect(wacid, &offer))
-            .await
-            .status(),
-        200
-    );
-    let accept = graph_saw(app, "accept", "call_id", wacid).await;
-    let answer = accept["session"]["sdp"].as_str().expect("answer sdp");
-    peer.accept_answer(answer).await.expect("answer applies");
-    peer.wait_for(WAIT, |o| o.connected).await;
-    peer
-}
-
 /// Packets from the fake model among what the caller received.
 fn model_audio(peer: &UdpPeer) -> usize {
     peer.observed()
@@ -139,6 +124,27 @@ async fn wait_for_event(
     }
 }
 
+/// What the model was told before its first response: the data block it was given (checked to
+/// be a user-role message: data, not instructions) and that response's instructions.
+fn opening(observed: &ModelObserved, what: &str) -> (String, String) {
+    let context = observed
+        .events_of("conversation.item.create")
+        .into_iter()
+        .find(|e| e["item"]["type"] == "message")
+        .expect(what)
+        .clone();
+    assert_eq!(context["item"]["role"], "user", "data, not instructions");
+    let text = context["item"]["content"][0]["text"]
+        .as_str()
+        .expect("text")
+        .to_owned();
+    let greeting = observed.events_of("response.create")[0]["response"]["instructions"]
+        .as_str()
+        .expect("instructions")
+        .to_owned();
+    (text, greeting)
+}
+
 pub(crate) fn tool_call(call_id: &str, name: &str, arguments: &str) -> Value {
     json!({"type": "response.function_call_arguments.done", "response_id": "resp_x",
            "item_id": format!("item_{call_id}"), "output_index": 0,
@@ -164,7 +170,7 @@ async fn inbound_call_reaches_the_assistant(provider: Provider) {
     let db = TestDb::sqlite();
     let (realtime, peers) = fake_model(Script::default()).await;
     let app = voice_app(&db, &realtime, provider).await;
-    let caller = call_in(&app, "wacid.voice1").await;
+    let caller = answered_inbound_call(&app, "wacid.voice1").await;
     let model = peers.nth(0, WAIT).await;
 
     // The greeting: asked for once, after WhatsApp was told to accept, and heard by the caller.
@@ -263,7 +269,7 @@ async fn tool_calls_change_the_callers_data_and_every_one_gets_an_answer() {
     })
     .await;
     let app = voice_app(&db, &realtime, Provider::OpenAi).await;
-    let caller = call_in(&app, "wacid.tools").await;
+    let caller = answered_inbound_call(&app, "wacid.tools").await;
     let model = peers.nth(0, WAIT).await;
     caller.talk(10, payload).await;
 
@@ -376,7 +382,7 @@ async fn a_model_leg_lost_mid_call_is_reestablished_once_with_the_conversation_s
     })
     .await;
     let app = voice_app(&db, &realtime, Provider::OpenAi).await;
-    let caller = call_in(&app, "wacid.lost").await;
+    let caller = answered_inbound_call(&app, "wacid.lost").await;
     let first = peers.nth(0, WAIT).await;
     caller.talk(10, payload).await;
     wait_for_event(&app, "wacid.lost", "transcript", |d| {
@@ -466,24 +472,11 @@ async fn on_an_outbound_call_the_assistant_waits_for_the_callee_then_says_why_it
     hears_model(&callee, 1, "the callee did not hear the assistant").await;
     // The purpose reaches the model as data (a user-role block), and the opening is an
     // outbound one: the assistant says why it calls.
-    let context = observed
-        .events_of("conversation.item.create")
-        .into_iter()
-        .find(|e| e["item"]["type"] == "message")
-        .expect("the purpose as context")
-        .clone();
-    assert_eq!(context["item"]["role"], "user", "data, not instructions");
-    let text = context["item"]["content"][0]["text"]
-        .as_str()
-        .expect("text");
+    let (text, greeting) = opening(&observed, "the purpose as context");
     assert!(
         text.contains("<<<PURPOSE") && text.contains("piano"),
         "{text}"
     );
-    let greeting = observed.events_of("response.create")[0]["response"]["instructions"]
-        .as_str()
-        .expect("instructions")
-        .to_owned();
     assert!(greeting.contains("You placed this call"), "{greeting}");
     assert!(
         !greeting.contains("piano"),
@@ -588,24 +581,11 @@ async fn a_reminder_call_gives_the_reminder_to_the_model_as_data_and_asks_about_
     let observed = model
         .wait_for(WAIT, |o| !o.events_of("response.create").is_empty())
         .await;
-    let context = observed
-        .events_of("conversation.item.create")
-        .into_iter()
-        .find(|e| e["item"]["type"] == "message")
-        .expect("the reminder as context")
-        .clone();
-    assert_eq!(context["item"]["role"], "user", "data, not instructions");
-    let text = context["item"]["content"][0]["text"]
-        .as_str()
-        .expect("text");
+    let (text, greeting) = opening(&observed, "the reminder as context");
     assert!(
         text.contains("<<<REMINDER") && text.contains("Water the plants"),
         "{text}"
     );
-    let greeting = observed.events_of("response.create")[0]["response"]["instructions"]
-        .as_str()
-        .expect("instructions")
-        .to_owned();
     assert!(greeting.contains("snooze"), "{greeting}");
     assert!(!greeting.contains("Ignore previous instructions"));
     let secrets = realtime.requests_of(Step::ClientSecrets);
@@ -636,7 +616,7 @@ async fn a_long_call_moves_to_a_fresh_session_without_a_second_greeting() {
         &[("REALTIME_SESSION_ROLLOVER_SECS", "10")],
     )
     .await;
-    let caller = call_in(&app, "wacid.rollover").await;
+    let caller = answered_inbound_call(&app, "wacid.rollover").await;
     let first = peers.nth(0, WAIT).await;
     caller.talk(10, payload).await;
     wait_for_event(&app, "wacid.rollover", "transcript", |d| {
@@ -701,7 +681,7 @@ async fn a_slow_tool_gets_its_filler_line_said_and_its_result_spoken_after() {
         .await
         .expect("lock");
 
-    let caller = call_in(&app, "wacid.slow").await;
+    let caller = answered_inbound_call(&app, "wacid.slow").await;
     let model = peers.nth(0, WAIT).await;
     // The greeting first; then the caller asks and the search has to wait for the table.
     model
