@@ -69,6 +69,10 @@ impl Default for Feed {
 impl Feed {
     /// Publishes an item; nobody watching is fine.
     pub fn publish(&self, call_id: &str, kind: FeedKind) {
+        // Most of the time nobody watches: no item is built for nobody.
+        if self.0.receiver_count() == 0 {
+            return;
+        }
         let _ = self.0.send(Arc::new(FeedItem {
             call_id: call_id.to_owned(),
             kind,
