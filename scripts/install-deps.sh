@@ -3,6 +3,7 @@
 #   scripts/install-deps.sh postgres   PostgreSQL server (the test suite runs every storage test on it)
 #   scripts/install-deps.sh bench      wrk (the webhook benchmark's load generator)
 #   scripts/install-deps.sh browser    Chromium, ChromeDriver and Firefox ESR (the test phone's browser tests)
+#   scripts/install-deps.sh perf       perf (bench/calls/cpu-split.sh samples the bridges with it)
 # Needs root or sudo. Does nothing for packages already installed.
 set -euo pipefail
 
@@ -16,7 +17,8 @@ for group in "$@"; do
       [ -x "${CHROMEDRIVER:-/usr/bin/chromedriver}" ] || want+=(chromium-driver)
       [ -x "${FIREFOX:-/usr/bin/firefox-esr}" ] || want+=(firefox-esr)
       ;;
-    *) echo "install-deps: unknown group '$group' (known: postgres, bench, browser)" >&2; exit 2 ;;
+    perf) command -v perf >/dev/null 2>&1 || want+=(linux-perf) ;;
+    *) echo "install-deps: unknown group '$group' (known: postgres, bench, browser, perf)" >&2; exit 2 ;;
   esac
 done
 [ ${#want[@]} -eq 0 ] && exit 0

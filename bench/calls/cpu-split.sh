@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Where the relay's CPU goes, beside the Pion anchor: runs the anchor's compare.sh for our release
+# bridge and for Pion (same run, 300 calls by default), samples each bridge with `perf record`
+# during the steady window, and prints how much of its CPU is the kernel's (the UDP send and
+# receive path, epoll, scheduling) and how much is user space (its code, its libraries, libc).
+#
+#   bench/calls/cpu-split.sh [calls]
+#
+# Why it exists: the anchor's CPU target (ours <= 1/5 of Pion's) is a budget in cores, and the
+# kernel's share of moving the datagrams comes out of it before any of our work does. The BUDGET
+# line shows what is left for everything else (SRTP, RTP, demultiplexing, timers) per echoed
+# packet. docs/performance.md records the results and what they mean for the target.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+calls=${1:-300}
+target=${CARGO_TARGET_DIR:-target}
+anchor_dir=${PION_ANCHOR_DIR:-../shared/bench/pion-anchor}
+if [ ! -x "$anchor_dir/compare.sh" ]; then
+  echo "no Pion anchor at $anchor_dir (set PION_ANCHOR_DIR)" >&2
+  exit 1
+fi
+if ! command -v perf >/dev/null; then
+  scripts/install-deps.sh perf
+fi
+cargo build --release --locked -p whatsapp-bridge >&2
+"$anchor_dir/build.sh" >&2
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# compare.sh ramps at 20 calls/s, then streams for 20 s with every call up: sample 10 s of that.
+ramp=$(( calls / 20 ))
+split() { # label process-name compare.sh-arguments...
+  local label=$1 name=$2
+  shift 2
+  ECHO_DELAY_MS=0 RTC_BIND_ADDRESS=127.0.0.1 LOG_LEVEL=warn \
+    "$anchor_dir/compare.sh" -n "$calls" -l "$label" "$@" 2>/dev/null | grep '^RESULT' >"$work/$label.result" &
+  local run=$!
+  sleep $(( ramp + 7 ))
+  local pid
+  pid=$(pgrep -x "$name" | head -1)
+  perf record -F 1999 -p "$pid" -o "$work/$label.data" -- sleep 10 >/dev/null 2>&1
+  wait "$run" || true
+  local cpu kernel
+  cpu=$(sed -E 's/.* cpu=([0-9.]+)cores.*/\1/' "$work/$label.result")
+  kernel=$(perf report -i "$work/$label.data" --sort dso 2>/dev/null |
+    awk '/\[kernel.kallsyms\]/ { gsub("%", "", $1); print $1 }')
+  cat "$work/$label.result"
+  awk -v l="$label" -v c="$cpu" -v k="${kernel:-0}" -v pps=$(( calls * 50 )) 'BEGIN {
+    printf "SPLIT %s: cpu=%.3f cores, kernel %.1f%% = %.3f cores (%.1f us per echoed packet), user space %.3f cores (%.1f us per echoed packet)\n",
+      l, c, k, c * k / 100, c * k / 100 / pps * 1e6, c * (1 - k / 100), c * (1 - k / 100) / pps * 1e6 }' |
+    tee "$work/$label.split"
+}
+
+# pgrep matches the kernel's process name, which is cut to 15 characters.
+split ours whatsapp-bridge "$target/release/whatsapp-bridge"
+split pion pion-echo-bridg pion
+
+ours_kernel=$(sed -E 's/.*= ([0-9.]+) cores \(.*user space.*/\1/' "$work/ours.split")
+pion_cpu=$(sed -E 's/.* cpu=([0-9.]+)cores.*/\1/' "$work/pion.result")
+awk -v p="$pion_cpu" -v k="$ours_kernel" -v pps=$(( calls * 50 )) 'BEGIN {
+  b = p / 5
+  printf "BUDGET 1/5 of Pion = %.3f cores; our kernel share alone = %.3f cores; left for all user-space work: %.3f cores = %.1f us per echoed packet\n",
+    b, k, b - k, (b - k) / pps * 1e6 }'
