@@ -15,6 +15,8 @@
 //! - [`agent`]: agents that live inside the engine (echo, silence).
 //! - [`sdp`]: the few text changes to SDP that str0m has no setting for.
 //! - [`dtmf`]: RFC 4733 key presses.
+//! - [`srtp`]: the SRTP keys str0m derives, taken through its crypto provider, and RTP
+//!   protection with them: the groundwork of a relay fast path (not on the media path yet).
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -23,6 +25,7 @@ pub mod dtmf;
 pub mod engine;
 pub mod lifecycle;
 pub mod sdp;
+pub mod srtp;
 
 pub use agent::AgentKind;
 pub use engine::{CallError, CallEvent, CallHandle, CallStats, Engine, EngineConfig, Output};

@@ -1,0 +1,556 @@
+//! SRTP keys for a relay fast path, taken from str0m through its crypto provider.
+//!
+//! Why: the anchor's CPU target and 300 full calls on two cores both need audio forwarded
+//! without str0m's whole RTP path (docs/performance.md, "Where the CPU goes beside Pion").
+//! str0m keeps the SRTP keys it derives from DTLS to itself, but its crypto provider is
+//! pluggable (`RtcConfig::set_crypto_provider`), and the key derivation of RFC 3711 §4.3 runs
+//! through it: every round is one AES block encryption keyed with a direction's *master key*,
+//! of the *master salt* with the label in byte 7 and the round number in the last two bytes.
+//!
+//! [`tapping_provider`] wraps the default provider and lets everything through unchanged; on
+//! the way it notes each new master key with the input of its first round (label 0, "RTP
+//! encryption", so the input *is* the salt), and the profile whose cipher factory str0m asks
+//! for next. The notes are kept per thread, because an `Rtc` derives its keys synchronously
+//! inside the `poll_output` that handles the end of the DTLS handshake: the caller takes them
+//! ([`take_leg_keys`]) right after polling the `Rtc` it is interested in.
+//!
+//! [`SrtpStream`] is one direction of a leg, built from those keys: it derives the session keys
+//! as str0m does and protects or unprotects RTP with the provider's own ciphers. The AEAD
+//! profiles (AES-128-GCM, AES-256-GCM: RFC 7714) are covered; AES-CM with HMAC-SHA1 is not yet.
+//!
+//! Not yet on the media path: the engine still lets str0m do all of SRTP. Tests check that
+//! the keys taken here decrypt what str0m sends and that str0m accepts what is encrypted here.
+
+use std::cell::RefCell;
+use std::sync::{Arc, OnceLock};
+
+use str0m::crypto::{
+    AeadAes128Gcm, AeadAes128GcmCipher, AeadAes256Gcm, AeadAes256GcmCipher, CryptoProvider,
+    SrtpProvider, SupportedAeadAes128Gcm, SupportedAeadAes256Gcm, SupportedAes128CmSha1_80,
+};
+
+/// The SRTP protection profiles DTLS can settle on (RFC 5764, RFC 7714).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SrtpProfile {
+    /// `SRTP_AES128_CM_HMAC_SHA1_80`.
+    Aes128CmSha1_80,
+    /// `SRTP_AEAD_AES_128_GCM`.
+    AeadAes128Gcm,
+    /// `SRTP_AEAD_AES_256_GCM`.
+    AeadAes256Gcm,
+}
+
+impl SrtpProfile {
+    fn key_len(self) -> usize {
+        match self {
+            Self::Aes128CmSha1_80 | Self::AeadAes128Gcm => 16,
+            Self::AeadAes256Gcm => 32,
+        }
+    }
+
+    fn salt_len(self) -> usize {
+        match self {
+            Self::Aes128CmSha1_80 => 14,
+            Self::AeadAes128Gcm | Self::AeadAes256Gcm => 12,
+        }
+    }
+}
+
+/// One direction's master key and salt, as str0m derived its session keys from them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SrtpMaster {
+    /// The profile DTLS settled on.
+    pub profile: SrtpProfile,
+    key: Vec<u8>,
+    salt: Vec<u8>,
+}
+
+// Keys stay out of logs.
+impl std::fmt::Debug for SrtpMaster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SrtpMaster")
+            .field("profile", &self.profile)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A leg's keys: what it receives with and what it sends with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LegKeys {
+    /// The keys the peer sends with.
+    pub receive: SrtpMaster,
+    /// The keys we send with.
+    pub send: SrtpMaster,
+}
+
+/// A crypto provider for `RtcConfig::set_crypto_provider`: str0m's default (aws-lc-rs), with
+/// the key derivation noted on the way (see the module docs). One for the whole process.
+pub fn tapping_provider() -> Arc<CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    PROVIDER
+        .get_or_init(|| {
+            let inner = str0m::crypto::from_feature_flags();
+            let tap: &'static KeyTap = Box::leak(Box::new(KeyTap {
+                inner: inner.srtp_provider,
+            }));
+            Arc::new(CryptoProvider {
+                srtp_provider: tap,
+                ..inner
+            })
+        })
+        .clone()
+}
+
+/// The keys of the `Rtc` polled last on this thread, when that poll set them up (once per
+/// leg, when DTLS completes). `None` otherwise; noted keys are taken either way.
+pub fn take_leg_keys() -> Option<LegKeys> {
+    let noted = NOTED.with(|noted| std::mem::take(&mut *noted.borrow_mut()));
+    // str0m sets up its receive context first, then its send context (`Session::
+    // set_keying_material`); each derives from its own master key.
+    let [receive, send]: [Noted; 2] = noted.try_into().ok()?;
+    Some(LegKeys {
+        receive: receive.finish()?,
+        send: send.finish()?,
+    })
+}
+
+thread_local! {
+    static NOTED: RefCell<Vec<Noted>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A master key seen in a derivation round, before the profile is known.
+struct Noted {
+    key: Vec<u8>,
+    first_input: [u8; 16],
+    profile: Option<SrtpProfile>,
+}
+
+impl Noted {
+    fn finish(self) -> Option<SrtpMaster> {
+        let profile = self.profile?;
+        if self.key.len() != profile.key_len() {
+            return None;
+        }
+        Some(SrtpMaster {
+            profile,
+            key: self.key,
+            salt: self.first_input[..profile.salt_len()].to_vec(),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct KeyTap {
+    inner: &'static dyn SrtpProvider,
+}
+
+impl KeyTap {
+    fn note_round(key: &[u8], input: &[u8]) {
+        let Ok(first_input) = <[u8; 16]>::try_from(input) else {
+            return;
+        };
+        NOTED.with(|noted| {
+            let mut noted = noted.borrow_mut();
+            // A derivation runs several rounds and labels with one key: note the key once, at
+            // its first round (label 0, round 0), whose input is the salt itself.
+            if noted.last().is_some_and(|last| last.key == key) {
+                return;
+            }
+            // Keys noted by an `Rtc` whose poll nobody took them from: start afresh.
+            if noted.len() >= 2 {
+                noted.clear();
+            }
+            noted.push(Noted {
+                key: key.to_vec(),
+                first_input,
+                profile: None,
+            });
+        });
+    }
+
+    fn note_profile(profile: SrtpProfile) {
+        NOTED.with(|noted| {
+            for entry in noted.borrow_mut().iter_mut() {
+                entry.profile.get_or_insert(profile);
+            }
+        });
+    }
+}
+
+impl SrtpProvider for KeyTap {
+    fn aes_128_cm_sha1_80(&self) -> &'static dyn SupportedAes128CmSha1_80 {
+        Self::note_profile(SrtpProfile::Aes128CmSha1_80);
+        self.inner.aes_128_cm_sha1_80()
+    }
+
+    fn aead_aes_128_gcm(&self) -> &'static dyn SupportedAeadAes128Gcm {
+        Self::note_profile(SrtpProfile::AeadAes128Gcm);
+        self.inner.aead_aes_128_gcm()
+    }
+
+    fn aead_aes_256_gcm(&self) -> &'static dyn SupportedAeadAes256Gcm {
+        Self::note_profile(SrtpProfile::AeadAes256Gcm);
+        self.inner.aead_aes_256_gcm()
+    }
+
+    fn srtp_aes_128_ecb_round(&self, key: &[u8], input: &[u8], output: &mut [u8]) {
+        Self::note_round(key, input);
+        self.inner.srtp_aes_128_ecb_round(key, input, output);
+    }
+
+    fn srtp_aes_256_ecb_round(&self, key: &[u8], input: &[u8], output: &mut [u8]) {
+        Self::note_round(key, input);
+        self.inner.srtp_aes_256_ecb_round(key, input, output);
+    }
+}
+
+/// Why SRTP could not be applied.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SrtpError {
+    /// AES-CM with HMAC-SHA1 (not covered yet).
+    #[error("the SRTP profile is not supported by the fast path yet")]
+    Unsupported,
+    /// Too short, or not RTP version 2.
+    #[error("not an RTP packet")]
+    NotRtp,
+    /// Wrong key, wrong rollover counter, or altered on the way.
+    #[error("the packet does not authenticate")]
+    Authentication,
+}
+
+/// One direction of a leg's RTP protection (RTCP stays with str0m).
+pub struct SrtpStream {
+    salt: [u8; 12],
+    cipher: Cipher,
+}
+
+enum Cipher {
+    Aes128(Box<dyn AeadAes128GcmCipher>),
+    Aes256(Box<dyn AeadAes256GcmCipher>),
+}
+
+/// RFC 3711 key-derivation labels.
+const LABEL_RTP_ENCRYPTION: u8 = 0;
+const LABEL_RTP_SALT: u8 = 2;
+
+impl SrtpStream {
+    /// The stream for a direction's keys: `encrypt` to protect what we send, else to
+    /// unprotect what we receive.
+    ///
+    /// # Errors
+    /// [`SrtpError::Unsupported`] for AES-CM with HMAC-SHA1.
+    pub fn new(master: &SrtpMaster, encrypt: bool) -> Result<Self, SrtpError> {
+        let provider = str0m::crypto::from_feature_flags().srtp_provider;
+        let mut salt = [0; 12];
+        derive(provider, master, LABEL_RTP_SALT, &mut salt);
+        let cipher = match master.profile {
+            SrtpProfile::AeadAes128Gcm => {
+                let mut key = [0; AeadAes128Gcm::KEY_LEN];
+                derive(provider, master, LABEL_RTP_ENCRYPTION, &mut key);
+                Cipher::Aes128(provider.aead_aes_128_gcm().create_cipher(key, encrypt))
+            }
+            SrtpProfile::AeadAes256Gcm => {
+                let mut key = [0; AeadAes256Gcm::KEY_LEN];
+                derive(provider, master, LABEL_RTP_ENCRYPTION, &mut key);
+                Cipher::Aes256(provider.aead_aes_256_gcm().create_cipher(key, encrypt))
+            }
+            SrtpProfile::Aes128CmSha1_80 => return Err(SrtpError::Unsupported),
+        };
+        Ok(Self { salt, cipher })
+    }
+
+    /// Decrypts an SRTP packet whose rollover counter is `roc`: the RTP header and payload
+    /// go to `out` (cleared first).
+    ///
+    /// # Errors
+    /// When the datagram is not RTP or does not authenticate (wrong key, wrong `roc`, altered).
+    pub fn unprotect(&mut self, roc: u32, packet: &[u8], out: &mut Vec<u8>) -> Result<(), SrtpError> {
+        let header = header_len(packet).ok_or(SrtpError::NotRtp)?;
+        let sealed = &packet[header..];
+        if sealed.len() < AeadAes128Gcm::TAG_LEN {
+            return Err(SrtpError::NotRtp);
+        }
+        let iv = AeadAes256Gcm::rtp_iv(self.salt, ssrc(packet), roc, seq(packet));
+        out.clear();
+        out.extend_from_slice(&packet[..header]);
+        out.resize(packet.len(), 0);
+        let aad = &packet[..header];
+        let opened = match &mut self.cipher {
+            Cipher::Aes128(c) => c.decrypt(&iv, &[aad], sealed, &mut out[header..]),
+            Cipher::Aes256(c) => c.decrypt(&iv, &[aad], sealed, &mut out[header..]),
+        }
+        .map_err(|_| SrtpError::Authentication)?;
+        out.truncate(header + opened);
+        Ok(())
+    }
+
+    /// Encrypts an RTP packet (header and payload) whose rollover counter is `roc`: the SRTP
+    /// packet goes to `out` (cleared first).
+    ///
+    /// # Errors
+    /// When `packet` is not RTP.
+    pub fn protect(&mut self, roc: u32, packet: &[u8], out: &mut Vec<u8>) -> Result<(), SrtpError> {
+        let header = header_len(packet).ok_or(SrtpError::NotRtp)?;
+        let iv = AeadAes256Gcm::rtp_iv(self.salt, ssrc(packet), roc, seq(packet));
+        out.clear();
+        out.extend_from_slice(&packet[..header]);
+        out.resize(packet.len() + AeadAes128Gcm::TAG_LEN, 0);
+        let (aad, sealed) = out.split_at_mut(header);
+        let result = match &mut self.cipher {
+            Cipher::Aes128(c) => c.encrypt(&iv, aad, &packet[header..], sealed),
+            Cipher::Aes256(c) => c.encrypt(&iv, aad, &packet[header..], sealed),
+        };
+        // The buffer is sized for the payload and the tag: the cipher has no other way to fail.
+        result.map_err(|_| SrtpError::NotRtp)
+    }
+}
+
+/// RFC 3711 §4.3.1, the way str0m runs it (its `SrtpKey::derive`): AES in counter mode over
+/// the salt with the label in byte 7, keyed with the master key.
+fn derive(provider: &dyn SrtpProvider, master: &SrtpMaster, label: u8, out: &mut [u8]) {
+    let mut input = [0u8; 16];
+    input[..master.salt.len()].copy_from_slice(&master.salt);
+    input[7] ^= label;
+    let mut block = [0u8; 32];
+    for (round, chunk) in (0u16..).zip(out.chunks_mut(16)) {
+        input[14..].copy_from_slice(&round.to_be_bytes());
+        if master.key.len() == 32 {
+            provider.srtp_aes_256_ecb_round(&master.key, &input, &mut block);
+        } else {
+            provider.srtp_aes_128_ecb_round(&master.key, &input, &mut block);
+        }
+        chunk.copy_from_slice(&block[..chunk.len()]);
+    }
+}
+
+/// The RTP header's length (fixed part, CSRCs, extension), if `packet` is RTP version 2.
+fn header_len(packet: &[u8]) -> Option<usize> {
+    let first = *packet.first()?;
+    if first >> 6 != 2 || packet.len() < 12 {
+        return None;
+    }
+    let mut len = 12 + 4 * usize::from(first & 0x0f);
+    if first & 0x10 != 0 {
+        let words = packet.get(len + 2..len + 4)?;
+        len += 4 + 4 * usize::from(u16::from_be_bytes([words[0], words[1]]));
+    }
+    (len <= packet.len()).then_some(len)
+}
+
+fn seq(packet: &[u8]) -> u16 {
+    u16::from_be_bytes([packet[2], packet[3]])
+}
+
+fn ssrc(packet: &[u8]) -> u32 {
+    u32::from_be_bytes([packet[8], packet[9], packet[10], packet[11]])
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::net::SocketAddr;
+    use std::time::{Duration, Instant};
+
+    use str0m::change::SdpOffer;
+    use str0m::media::{Direction, MediaKind, Mid, Pt};
+    use str0m::net::{Protocol, Receive};
+    use str0m::rtp::RtpWrite;
+    use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
+
+    use super::*;
+
+    /// A str0m peer on the in-memory network, with the tapping provider.
+    struct Peer {
+        rtc: Rtc,
+        addr: SocketAddr,
+        keys: Option<LegKeys>,
+        connected: bool,
+        received: Vec<(u16, Vec<u8>)>,
+        /// The SRTP datagrams it sent that carry RTP (first byte 0b10xx_xxxx, not RTCP).
+        sent_rtp: Vec<Vec<u8>>,
+    }
+
+    impl Peer {
+        fn new(addr: &str, ice_lite: bool, now: Instant) -> Self {
+            let addr: SocketAddr = addr.parse().unwrap();
+            let mut rtc = RtcConfig::new()
+                .set_rtp_mode(true)
+                .set_ice_lite(ice_lite)
+                .set_crypto_provider(tapping_provider())
+                .build(now);
+            rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+            Self {
+                rtc,
+                addr,
+                keys: None,
+                connected: false,
+                received: Vec::new(),
+                sent_rtp: Vec::new(),
+            }
+        }
+
+        /// Drains the peer; returns the datagrams it sends.
+        fn poll(&mut self) -> Vec<(SocketAddr, Vec<u8>)> {
+            let mut out = Vec::new();
+            loop {
+                let output = self.rtc.poll_output().unwrap();
+                // The keys are set up inside the poll that finishes DTLS: take them after
+                // every poll of this peer, as the engine would.
+                if let Some(keys) = take_leg_keys() {
+                    self.keys = Some(keys);
+                }
+                match output {
+                    Output::Timeout(_) => return out,
+                    Output::Transmit(t) => {
+                        let bytes = t.contents.to_vec();
+                        if bytes[0] >> 6 == 2 && !(200..=206).contains(&bytes[1]) {
+                            self.sent_rtp.push(bytes.clone());
+                        }
+                        out.push((t.destination, bytes));
+                    }
+                    Output::Event(Event::Connected) => self.connected = true,
+                    Output::Event(Event::RtpPacket(p)) => {
+                        self.received.push((p.header.sequence_number, p.payload.to_vec()));
+                    }
+                    Output::Event(_) => {}
+                }
+            }
+        }
+
+        fn receive(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+            let receive = Receive::new(Protocol::Udp, from, self.addr, bytes).unwrap();
+            self.rtc.handle_input(Input::Receive(now, receive)).unwrap();
+        }
+    }
+
+    /// Two peers with an audio line between them, connected (ICE and DTLS done).
+    fn connected_pair() -> (Peer, Peer, Mid, Instant) {
+        let mut now = Instant::now();
+        let mut a = Peer::new("10.0.0.1:1000", true, now);
+        let mut b = Peer::new("10.0.0.2:2000", false, now);
+        let mut change = a.rtc.sdp_api();
+        let mid = change.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
+        let (offer, pending) = change.apply().unwrap();
+        let offer = SdpOffer::from_sdp_string(&offer.to_sdp_string()).unwrap();
+        let answer = b.rtc.sdp_api().accept_offer(offer).unwrap();
+        a.rtc.sdp_api().accept_answer(pending, answer).unwrap();
+        for _ in 0..2000 {
+            for (to, bytes) in a.poll() {
+                assert_eq!(to, b.addr);
+                b.receive(now, a.addr, &bytes);
+            }
+            for (to, bytes) in b.poll() {
+                assert_eq!(to, a.addr);
+                a.receive(now, b.addr, &bytes);
+            }
+            if a.connected && b.connected && a.keys.is_some() && b.keys.is_some() {
+                return (a, b, mid, now);
+            }
+            now += Duration::from_millis(5);
+            a.rtc.handle_input(Input::Timeout(now)).unwrap();
+            b.rtc.handle_input(Input::Timeout(now)).unwrap();
+        }
+        panic!("the peers did not connect");
+    }
+
+    fn write(peer: &mut Peer, mid: Mid, seq: u64, now: Instant, payload: &[u8]) {
+        let mut api = peer.rtc.direct_api();
+        let stream = api.stream_tx_by_mid(mid, None).unwrap();
+        stream.write_rtp(RtpWrite::new(
+            Pt::new_with_value(111),
+            seq.into(),
+            960 * seq as u32,
+            now,
+            Arc::<[u8]>::from(payload),
+        ));
+        // str0m's pacer releases what was written at its next timeout.
+        peer.rtc.handle_input(Input::Timeout(now)).unwrap();
+    }
+
+    #[test]
+    fn the_keys_taken_on_both_sides_match_and_decrypt_what_str0m_sends() {
+        let (mut a, mut b, mid, now) = connected_pair();
+        let (a_keys, b_keys) = (a.keys.clone().unwrap(), b.keys.clone().unwrap());
+        assert_eq!(a_keys.send, b_keys.receive);
+        assert_eq!(b_keys.send, a_keys.receive);
+        assert_ne!(a_keys.send, a_keys.receive);
+        // Two str0m peers settle on str0m's first choice.
+        assert_eq!(a_keys.send.profile, SrtpProfile::AeadAes256Gcm);
+
+        write(&mut a, mid, 7, now, b"opus frame seven");
+        a.sent_rtp.clear();
+        for (_, bytes) in a.poll() {
+            b.receive(now, a.addr, &bytes);
+        }
+        b.poll();
+        assert_eq!(b.received, vec![(7, b"opus frame seven".to_vec())]);
+
+        let sent = a.sent_rtp.first().expect("str0m sent the packet");
+        let mut stream = SrtpStream::new(&b_keys.receive, false).unwrap();
+        let mut plain = Vec::new();
+        stream.unprotect(0, sent, &mut plain).unwrap();
+        assert!(plain.ends_with(b"opus frame seven"));
+        assert_eq!(&plain[2..4], &7u16.to_be_bytes());
+
+        // A wrong rollover counter, a flipped bit or the other direction's keys: refused.
+        assert_eq!(
+            stream.unprotect(1, sent, &mut plain),
+            Err(SrtpError::Authentication)
+        );
+        let mut altered = sent.clone();
+        *altered.last_mut().unwrap() ^= 1;
+        assert_eq!(
+            stream.unprotect(0, &altered, &mut plain),
+            Err(SrtpError::Authentication)
+        );
+        let mut wrong = SrtpStream::new(&b_keys.send, false).unwrap();
+        assert_eq!(
+            wrong.unprotect(0, sent, &mut plain),
+            Err(SrtpError::Authentication)
+        );
+        assert_eq!(
+            stream.unprotect(0, b"\x01not rtp", &mut plain),
+            Err(SrtpError::NotRtp)
+        );
+    }
+
+    #[test]
+    fn str0m_accepts_what_is_protected_with_the_keys_taken() {
+        let (mut a, mut b, mid, now) = connected_pair();
+        let a_keys = a.keys.clone().unwrap();
+
+        // One packet through str0m, to learn the stream's header (SSRC, extensions).
+        write(&mut a, mid, 20, now, b"first");
+        a.sent_rtp.clear();
+        for (_, bytes) in a.poll() {
+            b.receive(now, a.addr, &bytes);
+        }
+        b.poll();
+        let mut plain = Vec::new();
+        SrtpStream::new(&a_keys.send, false)
+            .unwrap()
+            .unprotect(0, &a.sent_rtp[0], &mut plain)
+            .unwrap();
+
+        // The same header with the next sequence number and our own payload, protected here.
+        let header = header_len(&plain).unwrap();
+        let mut packet = plain[..header].to_vec();
+        packet[2..4].copy_from_slice(&21u16.to_be_bytes());
+        packet.extend_from_slice(b"forwarded without str0m");
+        let mut sealed = Vec::new();
+        SrtpStream::new(&a_keys.send, true)
+            .unwrap()
+            .protect(0, &packet, &mut sealed)
+            .unwrap();
+        b.receive(now, a.addr, &sealed);
+        b.poll();
+        assert_eq!(
+            b.received,
+            vec![
+                (20, b"first".to_vec()),
+                (21, b"forwarded without str0m".to_vec())
+            ]
+        );
+    }
+}
