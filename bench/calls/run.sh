@@ -12,7 +12,8 @@
 # plays every call's model too (greets at once, then echoes the caller), so each call has four
 # media streams through the bridge.
 #
-# Results are appended as JSON lines to bench/calls/results.jsonl (ignored by git) unless
+# Each size runs three times: as configured by default, with RTC_REALTIME_PRIORITY=true and with
+# RTC_FAST_RECEIVE=true. Results are appended as JSON lines to bench/calls/results.jsonl (ignored by git) unless
 # RESULTS=path is set.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -58,6 +59,11 @@ echo "== loadgen: the same with RTC_REALTIME_PRIORITY=true" >&2
 "$target/release/loadgen" --calls "$calls" --duration "$duration" --ramp "$ramp" ${mode[@]+"${mode[@]}"} \
   --bridge "$bridge" --bridge-env RTC_REALTIME_PRIORITY=true \
   --label "$name realtime $stamp" --output "$results" >/dev/null
+# And with the engine decrypting incoming audio itself (RTC_FAST_RECEIVE, docs/performance.md).
+echo "== loadgen: the same with RTC_FAST_RECEIVE=true" >&2
+"$target/release/loadgen" --calls "$calls" --duration "$duration" --ramp "$ramp" ${mode[@]+"${mode[@]}"} \
+  --bridge "$bridge" --bridge-env RTC_FAST_RECEIVE=true \
+  --label "$name fast-receive $stamp" --output "$results" >/dev/null
 
 if $anchor; then
   anchor_dir=${PION_ANCHOR_DIR:-../shared/bench/pion-anchor}
@@ -72,12 +78,16 @@ if $anchor; then
   echo "== Pion anchor comparison: $anchor_calls calls" >&2
   ours=$(ECHO_DELAY_MS=0 RTC_BIND_ADDRESS=127.0.0.1 LOG_LEVEL=warn \
     "$anchor_dir/compare.sh" -n "$anchor_calls" -l ours -o "${results%.jsonl}.anchor.jsonl" "$bridge" | grep '^RESULT')
+  fast=$(RTC_FAST_RECEIVE=true ECHO_DELAY_MS=0 RTC_BIND_ADDRESS=127.0.0.1 LOG_LEVEL=warn \
+    "$anchor_dir/compare.sh" -n "$anchor_calls" -l ours-fast -o "${results%.jsonl}.anchor.jsonl" "$bridge" | grep '^RESULT')
   pion=$("$anchor_dir/compare.sh" -n "$anchor_calls" -l pion -o "${results%.jsonl}.anchor.jsonl" pion | grep '^RESULT')
   echo "$ours"
+  echo "$fast"
   echo "$pion"
   field() { sed -E "s/.* $1=([0-9.]+).*/\1/" <<<"$2"; }
   awk -v oc="$(field cpu "$ours")" -v pc="$(field cpu "$pion")" \
       -v orss="$(field rss_per_call "$ours")" -v prss="$(field rss_per_call "$pion")" \
       -v oa="$(field answer_p99 "$ours")" -v pa="$(field answer_p99 "$pion")" \
-      'BEGIN { printf "RATIO cpu=%.3f (target <= 0.2) rss_per_call=%.3f (target <= 0.333) answer_p99 ours %s ms vs pion %s ms\n", oc/pc, orss/prss, oa, pa }'
+      -v fc="$(field cpu "$fast")" \
+      'BEGIN { printf "RATIO cpu=%.3f (RTC_FAST_RECEIVE=true: %.3f; target <= 0.2) rss_per_call=%.3f (target <= 0.333) answer_p99 ours %s ms vs pion %s ms\n", oc/pc, fc/pc, orss/prss, oa, pa }'
 fi

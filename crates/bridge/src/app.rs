@@ -161,6 +161,7 @@ impl AppBuilder {
             max_call_length: config.calls.max_duration,
             ring_timeout: config.calls.ring_timeout,
             realtime_priority: config.calls.realtime_priority,
+            fast_receive: config.calls.fast_receive,
         };
         tracing::info!(
             media = %SocketAddr::new(host_ip, media_port),

@@ -48,6 +48,7 @@ use crate::agent::{Agent, AgentKind, AgentPacket};
 use crate::dtmf::DtmfDetector;
 use crate::lifecycle::EndReason;
 use crate::sdp;
+use crate::srtp::{self, Received, SrtpReceiver};
 
 /// WhatsApp's Opus payload type, and the one we offer.
 pub const OPUS_PT: u8 = 111;
@@ -77,6 +78,11 @@ pub struct EngineConfig {
     pub max_call_length: Duration,
     /// An outbound call nobody answers ends after this long.
     pub ring_timeout: Duration,
+    /// Decrypt incoming audio ourselves, with the keys str0m derived ([`crate::srtp`]),
+    /// instead of through str0m's receive path: less work per packet. Off by default: str0m
+    /// then sees no incoming RTP on such a leg, so it reports no receive quality (RTCP
+    /// receiver reports about the stream, [`CallEvent::Quality`]).
+    pub fast_receive: bool,
 }
 
 impl EngineConfig {
@@ -89,6 +95,7 @@ impl EngineConfig {
             media_timeout: Duration::from_secs(20),
             max_call_length: Duration::from_secs(60 * 60),
             ring_timeout: Duration::from_secs(60),
+            fast_receive: false,
         }
     }
 }
@@ -185,6 +192,9 @@ pub struct CallStats {
     pub bytes_out: u64,
     /// Key presses.
     pub dtmf: u64,
+    /// Of the packets received (audio, key presses and the model's audio), how many took the
+    /// fast receive path ([`EngineConfig::fast_receive`]).
+    pub packets_in_fast: u64,
 }
 
 /// What a leg is to its call.
@@ -233,6 +243,8 @@ struct Call {
     channel: Option<ChannelId>,
     /// Model legs: when ICE lost consent (the model sends no steady audio to time out on).
     ice_lost_at: Option<Instant>,
+    /// The fast receive path, once DTLS has given the leg its keys (`fast_receive`).
+    fast_rx: Option<SrtpReceiver>,
 }
 
 /// The engine.
@@ -582,6 +594,9 @@ impl Engine {
     /// Feeds a datagram received on the socket. Returns whether a call took it.
     pub fn handle_receive(&mut self, now: Instant, source: SocketAddr, contents: &[u8]) -> bool {
         self.now = now;
+        if self.receive_fast(now, source, contents) {
+            return true;
+        }
         let Ok(receive) = Receive::new(Protocol::Udp, source, self.config.host, contents) else {
             return false;
         };
@@ -679,6 +694,9 @@ impl Engine {
         if let Some(cert) = &self.dtls_cert {
             config = config.set_dtls_cert(cert.clone());
         }
+        if self.config.fast_receive {
+            config = config.set_crypto_provider(srtp::tapping_provider());
+        }
         let codecs = config.codec_config();
         codecs.add_config(
             Pt::new_with_value(OPUS_PT),
@@ -732,6 +750,7 @@ impl Engine {
             scheduled: None,
             channel: None,
             ice_lost_at: None,
+            fast_rx: None,
         };
         (handle, call)
     }
@@ -774,7 +793,19 @@ impl Engine {
             let Some(call) = self.calls.get_mut(&handle) else {
                 return;
             };
-            let output = match call.rtc.poll_output() {
+            let output = call.rtc.poll_output();
+            // The leg's SRTP keys are set up inside the poll that ends its DTLS handshake.
+            if self.config.fast_receive && call.fast_rx.is_none() {
+                if let Some(keys) = srtp::take_leg_keys() {
+                    match SrtpReceiver::new(&keys.receive) {
+                        Ok(receiver) => call.fast_rx = Some(receiver),
+                        Err(err) => {
+                            tracing::debug!(call = handle.0, error = %err, "no fast receive path for this leg")
+                        }
+                    }
+                }
+            }
+            let output = match output {
                 Ok(output) => output,
                 Err(err) => {
                     tracing::warn!(call = handle.0, error = %err, "call's WebRTC stack failed");
@@ -827,32 +858,12 @@ impl Engine {
             Event::MediaAdded(added) if added.kind == MediaKind::Audio => {
                 call.mid = Some(added.mid);
             }
-            Event::RtpPacket(packet) => {
-                let pt = packet.header.payload_type;
-                let rtp_time = packet.header.timestamp;
-                if Some(pt) == call.tele_pt {
-                    if let Some(key) = call.dtmf.packet(rtp_time, &packet.payload) {
-                        call.stats.dtmf += 1;
-                        self.totals.dtmf += 1;
-                        self.outputs
-                            .push_back(Output::Event(handle, CallEvent::Dtmf(key)));
-                    }
-                    return;
-                }
-                if pt != call.opus_pt {
-                    return;
-                }
-                if call.last_media.is_none() {
-                    self.outputs
-                        .push_back(Output::Event(handle, CallEvent::MediaStarted));
-                }
-                call.last_media = Some(now);
-                call.stats.packets_in += 1;
-                call.stats.bytes_in += packet.payload.len() as u64;
-                self.totals.packets_in += 1;
-                self.totals.bytes_in += packet.payload.len() as u64;
-                call.agent.caller_audio(now, rtp_time, packet.payload);
-            }
+            Event::RtpPacket(packet) => self.user_audio(
+                handle,
+                packet.header.payload_type,
+                packet.header.timestamp,
+                packet.payload,
+            ),
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                 // Consent lost. The media timeout ends the call if it does not come back.
                 tracing::debug!(call = handle.0, "ICE disconnected");
@@ -910,24 +921,14 @@ impl Engine {
                 return;
             }
             Event::RtpPacket(packet) => {
-                if packet.header.payload_type != leg.opus_pt {
-                    return;
-                }
-                let first = leg.last_media.is_none();
-                leg.last_media = Some(now);
-                leg.stats.packets_in += 1;
-                leg.stats.bytes_in += packet.payload.len() as u64;
-                self.totals.packets_in += 1;
-                self.totals.bytes_in += packet.payload.len() as u64;
-                if let Some(user_leg) = self.calls.get_mut(&user) {
-                    user_leg
-                        .agent
-                        .model_audio(packet.header.timestamp, packet.payload);
-                }
-                if !first {
-                    return;
-                }
-                CallEvent::ModelAudioStarted
+                self.model_audio(
+                    handle,
+                    user,
+                    packet.header.payload_type,
+                    packet.header.timestamp,
+                    packet.payload,
+                );
+                return;
             }
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                 leg.ice_lost_at = Some(now);
@@ -944,6 +945,120 @@ impl Engine {
             _ => return,
         };
         self.outputs.push_back(Output::Event(user, event));
+    }
+
+    /// The fast receive path: RTP from a leg's known address, decrypted with the leg's own
+    /// keys (no str0m). Returns whether the datagram was taken; anything else (STUN, DTLS,
+    /// RTCP, another stream, a packet that does not authenticate) goes the usual way.
+    fn receive_fast(&mut self, now: Instant, source: SocketAddr, contents: &[u8]) -> bool {
+        if !self.config.fast_receive || !srtp::is_rtp(contents) {
+            return false;
+        }
+        let Some(&handle) = self.by_remote.get(&source) else {
+            return false;
+        };
+        let Some(call) = self.calls.get_mut(&handle) else {
+            return false;
+        };
+        let role = call.role;
+        let Some(receiver) = call.fast_rx.as_mut() else {
+            return false;
+        };
+        let received = receiver.receive(contents);
+        if matches!(received, Received::Rtp { .. }) {
+            call.stats.packets_in_fast += 1;
+            self.totals.packets_in_fast += 1;
+        }
+        let (pt, timestamp, payload) = match received {
+            Received::Rtp {
+                pt,
+                timestamp,
+                payload,
+                ..
+            } => (
+                Pt::new_with_value(pt),
+                timestamp,
+                Arc::<[u8]>::from(payload),
+            ),
+            Received::Replayed => return true,
+            Received::NotMine => return false,
+        };
+        let user = match role {
+            Role::User { .. } => {
+                self.user_audio(handle, pt, timestamp, payload);
+                handle
+            }
+            Role::Model { user } => {
+                self.model_audio(handle, user, pt, timestamp, payload);
+                user
+            }
+        };
+        self.pump(handle, now);
+        // An agent holding the audio back (echo delay) needs its wake-up: str0m was not fed,
+        // so no drain has rescheduled the call.
+        self.reschedule(user);
+        true
+    }
+
+    /// Audio (or a key press) from the user's side of a call.
+    fn user_audio(&mut self, handle: CallHandle, pt: Pt, rtp_time: u32, payload: Arc<[u8]>) {
+        let now = self.now;
+        let Some(call) = self.calls.get_mut(&handle) else {
+            return;
+        };
+        if Some(pt) == call.tele_pt {
+            if let Some(key) = call.dtmf.packet(rtp_time, &payload) {
+                call.stats.dtmf += 1;
+                self.totals.dtmf += 1;
+                self.outputs
+                    .push_back(Output::Event(handle, CallEvent::Dtmf(key)));
+            }
+            return;
+        }
+        if pt != call.opus_pt {
+            return;
+        }
+        if call.last_media.is_none() {
+            self.outputs
+                .push_back(Output::Event(handle, CallEvent::MediaStarted));
+        }
+        call.last_media = Some(now);
+        call.stats.packets_in += 1;
+        call.stats.bytes_in += payload.len() as u64;
+        self.totals.packets_in += 1;
+        self.totals.bytes_in += payload.len() as u64;
+        call.agent.caller_audio(now, rtp_time, payload);
+    }
+
+    /// Audio from a call's model leg, for the user leg's agent to relay.
+    fn model_audio(
+        &mut self,
+        handle: CallHandle,
+        user: CallHandle,
+        pt: Pt,
+        rtp_time: u32,
+        payload: Arc<[u8]>,
+    ) {
+        let now = self.now;
+        let Some(leg) = self.calls.get_mut(&handle) else {
+            return;
+        };
+        if pt != leg.opus_pt {
+            return;
+        }
+        let first = leg.last_media.is_none();
+        leg.last_media = Some(now);
+        leg.stats.packets_in += 1;
+        leg.stats.bytes_in += payload.len() as u64;
+        self.totals.packets_in += 1;
+        self.totals.bytes_in += payload.len() as u64;
+        if let Some(user_leg) = self.calls.get_mut(&user) {
+            user_leg.agent.model_audio(rtp_time, payload);
+        }
+        if first {
+            self.outputs
+                .push_back(Output::Event(user, CallEvent::ModelAudioStarted));
+        }
     }
 
     /// Moves audio on: the agent's to the user, and between a call's legs.

@@ -18,8 +18,10 @@
 //! as str0m does and protects or unprotects RTP with the provider's own ciphers. The AEAD
 //! profiles (AES-128-GCM, AES-256-GCM: RFC 7714) are covered; AES-CM with HMAC-SHA1 is not yet.
 //!
-//! Not yet on the media path: the engine still lets str0m do all of SRTP. Tests check that
-//! the keys taken here decrypt what str0m sends and that str0m accepts what is encrypted here.
+//! [`SrtpReceiver`] is the receiving half of a fast path: a leg's incoming RTP decrypted here,
+//! with the rollover counter and replay window str0m would keep, so str0m's receive path is
+//! skipped. Tests check that the keys taken here decrypt what str0m sends and that str0m accepts
+//! what is encrypted here.
 
 use std::cell::RefCell;
 use std::sync::{Arc, OnceLock};
@@ -264,7 +266,12 @@ impl SrtpStream {
     ///
     /// # Errors
     /// When the datagram is not RTP or does not authenticate (wrong key, wrong `roc`, altered).
-    pub fn unprotect(&mut self, roc: u32, packet: &[u8], out: &mut Vec<u8>) -> Result<(), SrtpError> {
+    pub fn unprotect(
+        &mut self,
+        roc: u32,
+        packet: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), SrtpError> {
         let header = header_len(packet).ok_or(SrtpError::NotRtp)?;
         let sealed = &packet[header..];
         if sealed.len() < AeadAes128Gcm::TAG_LEN {
@@ -303,6 +310,147 @@ impl SrtpStream {
         // The buffer is sized for the payload and the tag: the cipher has no other way to fail.
         result.map_err(|_| SrtpError::NotRtp)
     }
+}
+
+/// What [`SrtpReceiver::receive`] made of a datagram.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Received<'a> {
+    /// An RTP packet of the stream, decrypted and authenticated.
+    Rtp {
+        /// Payload type.
+        pt: u8,
+        /// Sequence number.
+        seq: u16,
+        /// RTP timestamp.
+        timestamp: u32,
+        /// The payload (padding removed).
+        payload: &'a [u8],
+    },
+    /// A packet of the stream seen before, or too old to tell (RFC 3711 §3.3.2): drop it.
+    Replayed,
+    /// Not for this receiver: not RTP, another SSRC, or it does not authenticate. The slow
+    /// path (str0m) decides.
+    NotMine,
+}
+
+/// The receiving side of a leg's fast path: one SSRC's packets, decrypted with the leg's
+/// keys, with the rollover counter and replay window of RFC 3711 §3.3.1 and Appendix A.
+pub struct SrtpReceiver {
+    stream: SrtpStream,
+    /// The stream's SSRC: the first that authenticates.
+    ssrc: Option<u32>,
+    /// Highest index received (rollover counter << 16 | sequence number).
+    highest: u64,
+    /// Bit `i` set: index `highest - i` was received.
+    window: u64,
+    plain: Vec<u8>,
+}
+
+/// How far back the replay window reaches (RFC 3711's minimum).
+const REPLAY_WINDOW: u64 = 64;
+
+impl SrtpReceiver {
+    /// A receiver for the keys the peer sends with.
+    ///
+    /// # Errors
+    /// [`SrtpError::Unsupported`] for profiles the fast path does not cover.
+    pub fn new(keys: &SrtpMaster) -> Result<Self, SrtpError> {
+        Ok(Self {
+            stream: SrtpStream::new(keys, false)?,
+            ssrc: None,
+            highest: 0,
+            window: 0,
+            plain: Vec::with_capacity(1500),
+        })
+    }
+
+    /// Decrypts `packet` if it is RTP of this receiver's stream.
+    pub fn receive(&mut self, packet: &[u8]) -> Received<'_> {
+        if !is_rtp(packet) {
+            return Received::NotMine;
+        }
+        let ssrc = ssrc(packet);
+        if self.ssrc.is_some_and(|known| known != ssrc) {
+            return Received::NotMine;
+        }
+        let seq = seq(packet);
+        let index = match self.ssrc {
+            Some(_) => self.estimate_index(seq),
+            None => u64::from(seq),
+        };
+        if self.ssrc.is_some() && index <= self.highest {
+            let behind = self.highest - index;
+            if behind >= REPLAY_WINDOW || self.window & (1 << behind) != 0 {
+                return Received::Replayed;
+            }
+        }
+        let roc = u32::try_from(index >> 16).unwrap_or(u32::MAX);
+        if self.stream.unprotect(roc, packet, &mut self.plain).is_err() {
+            return Received::NotMine;
+        }
+        // Only an authenticated packet moves the state on.
+        if self.ssrc.is_none() {
+            self.ssrc = Some(ssrc);
+            self.highest = index;
+            self.window = 1;
+        } else if index > self.highest {
+            let ahead = index - self.highest;
+            self.window = if ahead >= REPLAY_WINDOW {
+                1
+            } else {
+                (self.window << ahead) | 1
+            };
+            self.highest = index;
+        } else {
+            self.window |= 1 << (self.highest - index);
+        }
+        let Some(header) = header_len(&self.plain) else {
+            return Received::NotMine;
+        };
+        let mut end = self.plain.len();
+        if self.plain[0] & 0x20 != 0 {
+            // Padding: the last byte says how much.
+            let padding = usize::from(self.plain[end - 1]);
+            end = end.saturating_sub(padding).max(header);
+        }
+        Received::Rtp {
+            pt: self.plain[1] & 0x7f,
+            seq,
+            timestamp: u32::from_be_bytes([
+                self.plain[4],
+                self.plain[5],
+                self.plain[6],
+                self.plain[7],
+            ]),
+            payload: &self.plain[header..end],
+        }
+    }
+
+    /// RFC 3711 Appendix A: the index of `seq`, the rollover counter guessed from the highest
+    /// sequence number seen.
+    fn estimate_index(&self, seq: u16) -> u64 {
+        let roc = self.highest >> 16;
+        let last = self.highest & 0xffff;
+        let seq64 = u64::from(seq);
+        let guess = if last < 0x8000 {
+            if seq64 > last + 0x8000 && roc > 0 {
+                roc - 1
+            } else {
+                roc
+            }
+        } else if seq64 + 0x8000 < last {
+            roc + 1
+        } else {
+            roc
+        };
+        (guess << 16) | seq64
+    }
+}
+
+/// Whether a datagram on a muxed RTP/RTCP port is RTP: version 2, and a second byte outside
+/// RTCP's packet types (RFC 5761 §4).
+pub fn is_rtp(packet: &[u8]) -> bool {
+    packet.len() >= 12 && packet[0] >> 6 == 2 && !(192..=223).contains(&packet[1])
 }
 
 /// RFC 3711 §4.3.1, the way str0m runs it (its `SrtpKey::derive`): AES in counter mode over
@@ -411,7 +559,8 @@ mod tests {
                     }
                     Output::Event(Event::Connected) => self.connected = true,
                     Output::Event(Event::RtpPacket(p)) => {
-                        self.received.push((p.header.sequence_number, p.payload.to_vec()));
+                        self.received
+                            .push((p.header.sequence_number, p.payload.to_vec()));
                     }
                     Output::Event(_) => {}
                 }
@@ -552,5 +701,60 @@ mod tests {
                 (21, b"forwarded without str0m".to_vec())
             ]
         );
+    }
+
+    #[test]
+    fn the_receiver_follows_the_rollover_and_refuses_replays() {
+        let master = SrtpMaster {
+            profile: SrtpProfile::AeadAes256Gcm,
+            key: vec![7; 32],
+            salt: vec![9; 12],
+        };
+        let mut tx = SrtpStream::new(&master, true).unwrap();
+        let mut rx = SrtpReceiver::new(&master).unwrap();
+        let mut seal = |roc: u32, ssrc: u32, seq: u16| {
+            let mut packet = vec![0x80, 111];
+            packet.extend(seq.to_be_bytes());
+            packet.extend(960u32.to_be_bytes());
+            packet.extend(ssrc.to_be_bytes());
+            packet.extend(b"payload");
+            let mut sealed = Vec::new();
+            tx.protect(roc, &packet, &mut sealed).unwrap();
+            sealed
+        };
+        let seqs = |rx: &mut SrtpReceiver, packet: &[u8]| match rx.receive(packet) {
+            Received::Rtp {
+                pt, seq, payload, ..
+            } => {
+                assert_eq!((pt, payload), (111, &b"payload"[..]));
+                Some(seq)
+            }
+            Received::Replayed => None,
+            Received::NotMine => Some(u16::MAX - 1000),
+        };
+
+        let first = seal(0, 5, 65_534);
+        assert_eq!(seqs(&mut rx, &first), Some(65_534));
+        assert_eq!(rx.receive(&first), Received::Replayed);
+        assert_eq!(seqs(&mut rx, &seal(0, 5, 65_535)), Some(65_535));
+        // The sequence number wraps: the rollover counter moves on.
+        assert_eq!(seqs(&mut rx, &seal(1, 5, 0)), Some(0));
+        // A late packet from before the wrap is still in the window, once.
+        let late = seal(0, 5, 65_533);
+        assert_eq!(seqs(&mut rx, &late), Some(65_533));
+        assert_eq!(rx.receive(&late), Received::Replayed);
+        assert_eq!(seqs(&mut rx, &seal(1, 5, 1)), Some(1));
+        // Another SSRC, a packet sealed with the wrong rollover counter, RTCP, garbage: the
+        // slow path's business.
+        assert_eq!(rx.receive(&seal(0, 6, 2)), Received::NotMine);
+        assert_eq!(rx.receive(&seal(0, 5, 2)), Received::NotMine);
+        let mut rtcp = vec![0x80, 200, 0, 6];
+        rtcp.extend([0; 24]);
+        assert_eq!(rx.receive(&rtcp), Received::NotMine);
+        assert_eq!(rx.receive(b"\x16\xfe\xfd"), Received::NotMine);
+        // Far ahead: the window starts again there, and far behind is refused.
+        assert_eq!(seqs(&mut rx, &seal(1, 5, 500)), Some(500));
+        assert_eq!(rx.receive(&seal(1, 5, 3)), Received::Replayed);
+        assert_eq!(seqs(&mut rx, &seal(1, 5, 499)), Some(499));
     }
 }

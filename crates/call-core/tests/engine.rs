@@ -115,9 +115,7 @@ fn broken_offers_are_refused_and_leave_nothing_behind() {
     assert_eq!(sim.engine.active_calls(), 0);
 }
 
-#[test]
-fn an_inbound_call_connects_and_the_echo_agent_returns_the_callers_audio() {
-    let mut sim = Sim::new();
+fn an_inbound_call_connects_and_the_echo_agent_returns_the_callers_audio(sim: &mut Sim) {
     let p = sim.add_peer("157.240.19.130:3480");
     let offer = sim.peers[p].offer();
     assert!(offer.contains("a=ice-lite"));
@@ -151,9 +149,7 @@ fn an_inbound_call_connects_and_the_echo_agent_returns_the_callers_audio() {
     assert!(sim.events_of(call).contains(&&CallEvent::MediaStarted));
 }
 
-#[test]
-fn audio_heard_before_the_call_is_answered_is_kept_not_dropped() {
-    let mut sim = Sim::new();
+fn audio_heard_before_the_call_is_answered_is_kept_not_dropped(sim: &mut Sim) {
     let p = sim.add_peer("157.240.19.130:3480");
     let call = sim.inbound_call(p, ECHO);
     sim.run_until(Duration::from_secs(2), |s| s.peers[p].connected);
@@ -169,9 +165,7 @@ fn audio_heard_before_the_call_is_answered_is_kept_not_dropped() {
     assert_eq!(sim.peers[p].received.len(), 20);
 }
 
-#[test]
-fn dtmf_is_reported_once_per_key_and_never_echoed() {
-    let mut sim = Sim::new();
+fn dtmf_is_reported_once_per_key_and_never_echoed(sim: &mut Sim) {
     let p = sim.add_peer("157.240.19.130:3480");
     let call = sim.inbound_call(p, ECHO);
     sim.run_until(Duration::from_secs(2), |s| s.peers[p].connected);
@@ -411,13 +405,11 @@ fn call_with_model(sim: &mut Sim) -> (usize, CallHandle, usize) {
     (p, call, m)
 }
 
-#[test]
-fn the_model_leg_gets_the_callers_audio_including_what_came_before_it_was_up() {
-    let mut sim = Sim::new();
-    let (p, call, m) = call_with_model(&mut sim);
+fn the_model_leg_gets_the_callers_audio_including_what_came_before_it_was_up(sim: &mut Sim) {
+    let (p, call, m) = call_with_model(sim);
     assert!(sim.peers[m].connected);
     assert_eq!(
-        model_events(&sim, call)[..2],
+        model_events(sim, call)[..2],
         [CallEvent::ModelConnected, CallEvent::ModelChannelOpen]
     );
     sim.talk(p, 5, |i| payload(i + 5));
@@ -446,10 +438,8 @@ fn the_model_leg_gets_the_callers_audio_including_what_came_before_it_was_up() {
     assert_eq!(sim.peers[m].received.len(), before);
 }
 
-#[test]
-fn the_models_audio_reaches_the_caller_once_the_call_is_answered() {
-    let mut sim = Sim::new();
-    let (p, call, m) = call_with_model(&mut sim);
+fn the_models_audio_reaches_the_caller_once_the_call_is_answered(sim: &mut Sim) {
+    let (p, call, m) = call_with_model(sim);
     // Said before the call is answered (an outbound call still ringing): held, not played.
     for i in 0..3 {
         let now = sim.now;
@@ -457,7 +447,7 @@ fn the_models_audio_reaches_the_caller_once_the_call_is_answered() {
         sim.drain_peer(m);
         sim.run_for(Duration::from_millis(20));
     }
-    assert!(model_events(&sim, call).contains(&CallEvent::ModelAudioStarted));
+    assert!(model_events(sim, call).contains(&CallEvent::ModelAudioStarted));
     assert!(
         sim.peers[p].received.is_empty(),
         "nothing plays into a call not answered"
@@ -650,4 +640,50 @@ fn a_browser_offer_without_audio_is_refused_and_nothing_is_kept() {
         .expect_err("no audio");
     assert!(matches!(err, CallError::NoAudio), "{err}");
     assert_eq!(sim.engine.active_calls(), 0);
+}
+
+/// The scenarios that carry audio run twice: through str0m's receive path and through the
+/// engine's own (`fast_receive`), which must behave the same and must really be taken.
+mod both_receive_paths {
+    use super::*;
+
+    fn slow(scenario: fn(&mut Sim)) {
+        let mut sim = Sim::new();
+        scenario(&mut sim);
+        assert_eq!(sim.engine.totals().packets_in_fast, 0);
+    }
+
+    fn fast(scenario: fn(&mut Sim)) {
+        let mut sim = Sim::fast();
+        scenario(&mut sim);
+        let totals = sim.engine.totals();
+        assert!(totals.packets_in_fast > 0, "the fast path was taken");
+        // Audio and the model's audio are counted in packets_in; key presses are not.
+        assert!(totals.packets_in_fast >= totals.packets_in);
+    }
+
+    macro_rules! on_both {
+        ($($scenario:ident),* $(,)?) => {
+            $(
+                mod $scenario {
+                    #[test]
+                    fn through_str0m() {
+                        super::slow(super::super::$scenario);
+                    }
+                    #[test]
+                    fn through_the_fast_path() {
+                        super::fast(super::super::$scenario);
+                    }
+                }
+            )*
+        };
+    }
+
+    on_both!(
+        an_inbound_call_connects_and_the_echo_agent_returns_the_callers_audio,
+        audio_heard_before_the_call_is_answered_is_kept_not_dropped,
+        dtmf_is_reported_once_per_key_and_never_echoed,
+        the_model_leg_gets_the_callers_audio_including_what_came_before_it_was_up,
+        the_models_audio_reaches_the_caller_once_the_call_is_answered,
+    );
 }

@@ -286,7 +286,8 @@ async fn measure(
     watcher.abort();
     let peak_rss_kb = sampler.peak_rss_kb();
     let signalling = lock(&calls).clone();
-    Ok(summarize(
+    let bridge_packets = bridge_packet_counts(client, base).await;
+    let mut result = summarize(
         args,
         &signalling,
         outcome,
@@ -302,7 +303,27 @@ async fn measure(
         active_after,
         graph,
         realtime,
-    ))
+    );
+    result["bridge_packets"] = bridge_packets;
+    Ok(result)
+}
+
+/// The bridge's own packet counters from `/metrics`: received (`in`), sent (`out`), and
+/// received through its fast receive path (`fast`, with `RTC_FAST_RECEIVE=true`).
+async fn bridge_packet_counts(client: &reqwest::Client, base: &str) -> Value {
+    let Ok(response) = client.get(format!("{base}/metrics")).send().await else {
+        return json!(null);
+    };
+    let text = response.text().await.unwrap_or_default();
+    let read = |name: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
+    };
+    json!({
+        "in": read("whatsapp_bridge_media_packets_total{direction=\"in\"}"),
+        "out": read("whatsapp_bridge_media_packets_total{direction=\"out\"}"),
+        "fast": read("whatsapp_bridge_media_packets_fast_total"),
+    })
 }
 
 /// Applies the bridge's answer as soon as the fake Graph receives it.

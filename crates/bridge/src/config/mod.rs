@@ -354,6 +354,8 @@ pub struct CallsConfig {
     pub stun_server: Option<String>,
     /// Ask for real-time scheduling for the media thread.
     pub realtime_priority: bool,
+    /// Decrypt incoming call audio in the engine, not through str0m (`RTC_FAST_RECEIVE`).
+    pub fast_receive: bool,
     /// Calls held at once.
     pub max_concurrent_calls: u32,
     /// The agent.
@@ -870,6 +872,7 @@ impl Reader<'_> {
             stun_server: Some(self.string_or_default("STUN_SERVER"))
                 .filter(|s| !s.eq_ignore_ascii_case("none")),
             realtime_priority: self.boolean("RTC_REALTIME_PRIORITY"),
+            fast_receive: self.boolean("RTC_FAST_RECEIVE"),
             max_concurrent_calls: self.parsed_in("MAX_CONCURRENT_CALLS", 1..=100_000),
             voice_agent,
             echo_delay: Duration::from_millis(self.parsed_in("ECHO_DELAY_MS", 0..=10_000)),

@@ -52,6 +52,8 @@ pub struct MediaSettings {
     pub ring_timeout: Duration,
     /// Ask for real-time scheduling for the media thread (`RTC_REALTIME_PRIORITY`).
     pub realtime_priority: bool,
+    /// Decrypt incoming audio in the engine (`RTC_FAST_RECEIVE`).
+    pub fast_receive: bool,
 }
 
 /// Something the engine said about a call.
@@ -336,6 +338,7 @@ pub fn spawn(
     config.media_timeout = settings.media_timeout;
     config.max_call_length = settings.max_call_length;
     config.ring_timeout = settings.ring_timeout;
+    config.fast_receive = settings.fast_receive;
     let engine = Engine::new(config, Instant::now());
 
     let poll = Poll::new()?;
@@ -555,6 +558,7 @@ struct Totals {
     packets_out: IntCounter,
     bytes_in: IntCounter,
     bytes_out: IntCounter,
+    packets_fast: IntCounter,
     exported: CallStats,
 }
 
@@ -565,6 +569,7 @@ impl Totals {
             packets_out: metrics.media_packets.with_label_values(&["out"]),
             bytes_in: metrics.media_bytes.with_label_values(&["in"]),
             bytes_out: metrics.media_bytes.with_label_values(&["out"]),
+            packets_fast: metrics.media_packets_fast.clone(),
             exported: CallStats::default(),
         }
     }
@@ -583,6 +588,11 @@ impl Totals {
             .inc_by(totals.bytes_in.saturating_sub(before.bytes_in));
         self.bytes_out
             .inc_by(totals.bytes_out.saturating_sub(before.bytes_out));
+        self.packets_fast.inc_by(
+            totals
+                .packets_in_fast
+                .saturating_sub(before.packets_in_fast),
+        );
         self.exported = totals;
     }
 }

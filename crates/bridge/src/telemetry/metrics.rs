@@ -79,6 +79,9 @@ pub struct Metrics {
     pub media_packets: IntCounterVec,
     /// `whatsapp_bridge_media_bytes_total{direction}`: audio payload bytes.
     pub media_bytes: IntCounterVec,
+    /// `whatsapp_bridge_media_packets_fast_total`: received packets decrypted by the engine
+    /// itself (`RTC_FAST_RECEIVE`).
+    pub media_packets_fast: prometheus::IntCounter,
     /// `whatsapp_bridge_call_packet_loss_ratio`: per RTCP report, fraction lost.
     pub call_packet_loss: Histogram,
     /// `whatsapp_bridge_call_jitter_seconds`: per RTCP report, interarrival jitter.
@@ -254,6 +257,10 @@ impl Metrics {
                 )
                 .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32]),
             )?,
+            media_packets_fast: prometheus::IntCounter::new(
+                "whatsapp_bridge_media_packets_fast_total",
+                "Packets received on calls (audio, key presses, the voice model's audio) that took the fast receive path (RTC_FAST_RECEIVE).",
+            )?,
             call_dtmf: prometheus::IntCounter::new(
                 "whatsapp_bridge_call_dtmf_total",
                 "DTMF key presses received on calls.",
@@ -349,6 +356,7 @@ impl Metrics {
             Box::new(self.call_setup.clone()),
             Box::new(self.media_packets.clone()),
             Box::new(self.media_bytes.clone()),
+            Box::new(self.media_packets_fast.clone()),
             Box::new(self.call_packet_loss.clone()),
             Box::new(self.call_jitter.clone()),
             Box::new(self.call_dtmf.clone()),

@@ -150,6 +150,14 @@ impl Sim {
         Self::with_config(|c| c)
     }
 
+    /// An engine that decrypts incoming audio itself (`EngineConfig::fast_receive`).
+    pub fn fast() -> Self {
+        Self::with_config(|mut c| {
+            c.fast_receive = true;
+            c
+        })
+    }
+
     pub fn with_config(f: impl FnOnce(EngineConfig) -> EngineConfig) -> Self {
         let now = Instant::now();
         let engine_addr: SocketAddr = ENGINE_ADDR.parse().expect("addr");
