@@ -691,10 +691,40 @@ fn aiortc_python() -> String {
 /// calls in, sends a 440 Hz tone, and must hear it back through the echo agent.
 #[tokio::test]
 async fn an_aiortc_caller_hears_its_tone_back_through_the_echo_agent() {
+    let metrics = aiortc_echo_call(&[]).await;
+    assert!(
+        metrics.contains("whatsapp_bridge_media_packets_fast_total 0\n"),
+        "str0m's receive path unless asked"
+    );
+}
+
+/// The same with the engine decrypting the caller's audio itself: aiortc's SRTP (libsrtp) is
+/// the independent check of our key taking and decryption.
+#[tokio::test]
+async fn with_the_fast_receive_path_an_aiortc_caller_hears_its_tone_back() {
+    let metrics = aiortc_echo_call(&[("RTC_FAST_RECEIVE", "true")]).await;
+    let fast = metric(&metrics, "whatsapp_bridge_media_packets_fast_total");
+    let received = metric(
+        &metrics,
+        "whatsapp_bridge_media_packets_total{direction=\"in\"}",
+    );
+    assert!(received >= 100.0, "{metrics}");
+    assert_eq!(fast, received, "every audio packet took the fast path");
+}
+
+/// A metric's value in a Prometheus text page.
+fn metric(page: &str, name: &str) -> f64 {
+    page.lines()
+        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} is not in /metrics"))
+}
+
+/// The aiortc caller's call, with `env` on the bridge: returns `/metrics` after it ended.
+async fn aiortc_echo_call(env: &[(&'static str, &str)]) -> String {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
     let db = TestDb::sqlite();
-    let app = spawn_app_with(&db, calls_env(&[])).await;
+    let app = spawn_app_with(&db, calls_env(env)).await;
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../tests/peers/aiortc_caller.py"
@@ -761,7 +791,9 @@ async fn an_aiortc_caller_hears_its_tone_back_through_the_echo_agent() {
     );
     let ended = app.call_when(wacid, |c| c.state.is_ended()).await;
     assert_eq!(ended.end_reason.as_deref(), Some("completed"));
+    let metrics = app.get("/metrics").await.text().await.expect("metrics");
     app.stop().await.expect("clean stop");
+    metrics
 }
 
 /// The scheduling policy of this process's thread named `name` (stat(5) field 41: 0 normal,
