@@ -12,8 +12,9 @@
 # plays every call's model too (greets at once, then echoes the caller), so each call has four
 # media streams through the bridge.
 #
-# Each size runs three times: as configured by default, with RTC_REALTIME_PRIORITY=true and with
-# RTC_FAST_RECEIVE=true. Results are appended as JSON lines to bench/calls/results.jsonl (ignored by git) unless
+# Each size runs four times: as configured by default, with RTC_REALTIME_PRIORITY=true, and with
+# the fast paths (RTC_FAST_RECEIVE=true RTC_FAST_SEND=true) at normal and real-time priority.
+# Results are appended as JSON lines to bench/calls/results.jsonl (ignored by git) unless
 # RESULTS=path is set.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -59,11 +60,15 @@ echo "== loadgen: the same with RTC_REALTIME_PRIORITY=true" >&2
 "$target/release/loadgen" --calls "$calls" --duration "$duration" --ramp "$ramp" ${mode[@]+"${mode[@]}"} \
   --bridge "$bridge" --bridge-env RTC_REALTIME_PRIORITY=true \
   --label "$name realtime $stamp" --output "$results" >/dev/null
-# And with the engine decrypting incoming audio itself (RTC_FAST_RECEIVE, docs/performance.md).
-echo "== loadgen: the same with RTC_FAST_RECEIVE=true" >&2
-"$target/release/loadgen" --calls "$calls" --duration "$duration" --ramp "$ramp" ${mode[@]+"${mode[@]}"} \
-  --bridge "$bridge" --bridge-env RTC_FAST_RECEIVE=true \
-  --label "$name fast-receive $stamp" --output "$results" >/dev/null
+# And with the engine doing the SRTP of the audio itself (RTC_FAST_RECEIVE, RTC_FAST_SEND:
+# docs/performance.md), at normal and at real-time priority.
+for priority in false true; do
+  echo "== loadgen: the same with RTC_FAST_RECEIVE=true RTC_FAST_SEND=true RTC_REALTIME_PRIORITY=$priority" >&2
+  "$target/release/loadgen" --calls "$calls" --duration "$duration" --ramp "$ramp" ${mode[@]+"${mode[@]}"} \
+    --bridge "$bridge" --bridge-env RTC_FAST_RECEIVE=true --bridge-env RTC_FAST_SEND=true \
+    --bridge-env RTC_REALTIME_PRIORITY=$priority \
+    --label "$name fast realtime=$priority $stamp" --output "$results" >/dev/null
+done
 
 if $anchor; then
   anchor_dir=${PION_ANCHOR_DIR:-../shared/bench/pion-anchor}
@@ -78,7 +83,7 @@ if $anchor; then
   echo "== Pion anchor comparison: $anchor_calls calls" >&2
   ours=$(ECHO_DELAY_MS=0 RTC_BIND_ADDRESS=127.0.0.1 LOG_LEVEL=warn \
     "$anchor_dir/compare.sh" -n "$anchor_calls" -l ours -o "${results%.jsonl}.anchor.jsonl" "$bridge" | grep '^RESULT')
-  fast=$(RTC_FAST_RECEIVE=true ECHO_DELAY_MS=0 RTC_BIND_ADDRESS=127.0.0.1 LOG_LEVEL=warn \
+  fast=$(RTC_FAST_RECEIVE=true RTC_FAST_SEND=true ECHO_DELAY_MS=0 RTC_BIND_ADDRESS=127.0.0.1 LOG_LEVEL=warn \
     "$anchor_dir/compare.sh" -n "$anchor_calls" -l ours-fast -o "${results%.jsonl}.anchor.jsonl" "$bridge" | grep '^RESULT')
   pion=$("$anchor_dir/compare.sh" -n "$anchor_calls" -l pion -o "${results%.jsonl}.anchor.jsonl" pion | grep '^RESULT')
   echo "$ours"
@@ -89,5 +94,5 @@ if $anchor; then
       -v orss="$(field rss_per_call "$ours")" -v prss="$(field rss_per_call "$pion")" \
       -v oa="$(field answer_p99 "$ours")" -v pa="$(field answer_p99 "$pion")" \
       -v fc="$(field cpu "$fast")" \
-      'BEGIN { printf "RATIO cpu=%.3f (RTC_FAST_RECEIVE=true: %.3f; target <= 0.2) rss_per_call=%.3f (target <= 0.333) answer_p99 ours %s ms vs pion %s ms\n", oc/pc, fc/pc, orss/prss, oa, pa }'
+      'BEGIN { printf "RATIO cpu=%.3f (fast paths: %.3f; target <= 0.2) rss_per_call=%.3f (target <= 0.333) answer_p99 ours %s ms vs pion %s ms\n", oc/pc, fc/pc, orss/prss, oa, pa }'
 fi

@@ -162,6 +162,7 @@ impl AppBuilder {
             ring_timeout: config.calls.ring_timeout,
             realtime_priority: config.calls.realtime_priority,
             fast_receive: config.calls.fast_receive,
+            fast_send: config.calls.fast_send,
         };
         tracing::info!(
             media = %SocketAddr::new(host_ip, media_port),

@@ -48,7 +48,7 @@ use crate::agent::{Agent, AgentKind, AgentPacket};
 use crate::dtmf::DtmfDetector;
 use crate::lifecycle::EndReason;
 use crate::sdp;
-use crate::srtp::{self, Received, SrtpReceiver};
+use crate::srtp::{self, Received, SrtpReceiver, SrtpStream};
 
 /// WhatsApp's Opus payload type, and the one we offer.
 pub const OPUS_PT: u8 = 111;
@@ -83,6 +83,10 @@ pub struct EngineConfig {
     /// then sees no incoming RTP on such a leg, so it reports no receive quality (RTCP
     /// receiver reports about the stream, [`CallEvent::Quality`]).
     pub fast_receive: bool,
+    /// Encrypt outgoing audio ourselves, with the keys str0m derived, and send it without
+    /// str0m's send path (write, pacer, poll). Off by default: str0m then sends no RTP on such
+    /// a leg, so its RTCP sender reports count no packets.
+    pub fast_send: bool,
 }
 
 impl EngineConfig {
@@ -96,6 +100,7 @@ impl EngineConfig {
             max_call_length: Duration::from_secs(60 * 60),
             ring_timeout: Duration::from_secs(60),
             fast_receive: false,
+            fast_send: false,
         }
     }
 }
@@ -195,6 +200,9 @@ pub struct CallStats {
     /// Of the packets received (audio, key presses and the model's audio), how many took the
     /// fast receive path ([`EngineConfig::fast_receive`]).
     pub packets_in_fast: u64,
+    /// Of the packets sent, how many the fast send path encrypted and sent
+    /// ([`EngineConfig::fast_send`]).
+    pub packets_out_fast: u64,
 }
 
 /// What a leg is to its call.
@@ -245,6 +253,42 @@ struct Call {
     ice_lost_at: Option<Instant>,
     /// The fast receive path, once DTLS has given the leg its keys (`fast_receive`).
     fast_rx: Option<SrtpReceiver>,
+    /// The fast send path, once DTLS has given the leg its keys (`fast_send`) and the leg
+    /// knows its audio stream.
+    fast_tx: Option<FastSender>,
+    /// The send keys, until the fast send path is set up with them.
+    fast_tx_keys: Option<srtp::SrtpMaster>,
+    /// Whether DTLS has given this leg its keys yet (they are taken once).
+    keys_taken: bool,
+    /// Where str0m last sent this leg's datagrams: the nominated ICE pair's remote end.
+    remote: Option<SocketAddr>,
+}
+
+/// What the fast send path needs: the leg's send keys, its audio stream's SSRC, and a buffer.
+struct FastSender {
+    stream: SrtpStream,
+    ssrc: u32,
+    packet: Vec<u8>,
+}
+
+impl FastSender {
+    /// The sender for the audio stream `mid` of `rtc`; `None` (str0m sends) when the profile is
+    /// not covered or the stream is not there.
+    fn new(rtc: &mut Rtc, mid: Mid, keys: &srtp::SrtpMaster) -> Option<Self> {
+        let mut api = rtc.direct_api();
+        let ssrc = *api.stream_tx_by_mid(mid, None)?.ssrc();
+        match SrtpStream::new(keys, true) {
+            Ok(stream) => Some(Self {
+                stream,
+                ssrc,
+                packet: Vec::with_capacity(1500),
+            }),
+            Err(err) => {
+                tracing::debug!(error = %err, "no fast send path for this leg");
+                None
+            }
+        }
+    }
 }
 
 /// The engine.
@@ -694,7 +738,7 @@ impl Engine {
         if let Some(cert) = &self.dtls_cert {
             config = config.set_dtls_cert(cert.clone());
         }
-        if self.config.fast_receive {
+        if self.config.fast_receive || self.config.fast_send {
             config = config.set_crypto_provider(srtp::tapping_provider());
         }
         let codecs = config.codec_config();
@@ -751,6 +795,10 @@ impl Engine {
             channel: None,
             ice_lost_at: None,
             fast_rx: None,
+            fast_tx: None,
+            fast_tx_keys: None,
+            keys_taken: false,
+            remote: None,
         };
         (handle, call)
     }
@@ -795,14 +843,9 @@ impl Engine {
             };
             let output = call.rtc.poll_output();
             // The leg's SRTP keys are set up inside the poll that ends its DTLS handshake.
-            if self.config.fast_receive && call.fast_rx.is_none() {
+            if (self.config.fast_receive || self.config.fast_send) && !call.keys_taken {
                 if let Some(keys) = srtp::take_leg_keys() {
-                    match SrtpReceiver::new(&keys.receive) {
-                        Ok(receiver) => call.fast_rx = Some(receiver),
-                        Err(err) => {
-                            tracing::debug!(call = handle.0, error = %err, "no fast receive path for this leg")
-                        }
-                    }
+                    call.take_keys(&keys, &self.config, handle);
                 }
             }
             let output = match output {
@@ -825,6 +868,7 @@ impl Engine {
                     break;
                 }
                 RtcOutput::Transmit(transmit) => {
+                    call.remote = Some(transmit.destination);
                     self.outputs.push_back(Output::Transmit {
                         destination: transmit.destination,
                         contents: transmit.contents.into(),
@@ -1096,7 +1140,13 @@ impl Engine {
             return;
         }
         if let Some(leg) = self.calls.get_mut(&model) {
-            write_audio(leg, &mut self.agent_out, now, &mut self.totals);
+            write_audio(
+                leg,
+                &mut self.agent_out,
+                now,
+                &mut self.totals,
+                &mut self.outputs,
+            );
         }
         self.drain(model);
     }
@@ -1114,7 +1164,13 @@ impl Engine {
         if self.agent_out.is_empty() {
             return;
         }
-        write_audio(call, &mut self.agent_out, now, &mut self.totals);
+        write_audio(
+            call,
+            &mut self.agent_out,
+            now,
+            &mut self.totals,
+            &mut self.outputs,
+        );
         self.drain(handle);
     }
 
@@ -1193,6 +1249,24 @@ impl Engine {
 }
 
 impl Call {
+    /// Sets up the fast paths the engine is configured for, with the keys DTLS gave the leg.
+    fn take_keys(&mut self, keys: &srtp::LegKeys, config: &EngineConfig, handle: CallHandle) {
+        if config.fast_receive {
+            match SrtpReceiver::new(&keys.receive) {
+                Ok(receiver) => self.fast_rx = Some(receiver),
+                Err(err) => {
+                    tracing::debug!(call = handle.0, error = %err, "no fast receive path for this leg");
+                }
+            }
+        }
+        // The send stream's SSRC is known once the audio line is (`MediaAdded` may come after
+        // DTLS): the sender is set up at the first write.
+        if config.fast_send {
+            self.fast_tx_keys = Some(keys.send.clone());
+        }
+        self.keys_taken = true;
+    }
+
     /// Reads the payload types the negotiation settled on.
     fn learn_payload_types(&mut self) {
         let config = self.rtc.codec_config();
@@ -1266,12 +1340,48 @@ fn write_audio(
     packets: &mut Vec<AgentPacket>,
     now: Instant,
     totals: &mut CallStats,
+    outputs: &mut VecDeque<Output>,
 ) {
     let Some(mid) = leg.mid else {
         packets.clear();
         return;
     };
     let pt = leg.opus_pt;
+    if let Some(keys) = leg.fast_tx_keys.take() {
+        leg.fast_tx = FastSender::new(&mut leg.rtc, mid, &keys);
+    }
+    if let (Some(fast), Some(remote)) = (leg.fast_tx.as_mut(), leg.remote) {
+        // The fast send path: the packet is ours from header to tag. str0m sends no RTP on
+        // this leg at all, so the key never meets the same sequence number twice.
+        for packet in packets.drain(..) {
+            leg.out_seq += 1;
+            count_out(&mut leg.stats, totals, packet.payload.len());
+            let header = rtp_header(
+                *pt,
+                leg.out_seq,
+                leg.out_time_base.wrapping_add(packet.rtp_time),
+                fast.ssrc,
+            );
+            fast.packet.clear();
+            fast.packet.extend_from_slice(&header);
+            fast.packet.extend_from_slice(&packet.payload);
+            let roc = u32::try_from(leg.out_seq >> 16).unwrap_or(u32::MAX);
+            let mut contents = Vec::with_capacity(fast.packet.len() + 16);
+            if fast
+                .stream
+                .protect(roc, &fast.packet, &mut contents)
+                .is_ok()
+            {
+                leg.stats.packets_out_fast += 1;
+                totals.packets_out_fast += 1;
+                outputs.push_back(Output::Transmit {
+                    destination: remote,
+                    contents,
+                });
+            }
+        }
+        return;
+    }
     let mut api = leg.rtc.direct_api();
     let Some(stream) = api.stream_tx_by_mid(mid, None) else {
         packets.clear();
@@ -1279,10 +1389,7 @@ fn write_audio(
     };
     for packet in packets.drain(..) {
         leg.out_seq += 1;
-        leg.stats.packets_out += 1;
-        leg.stats.bytes_out += packet.payload.len() as u64;
-        totals.packets_out += 1;
-        totals.bytes_out += packet.payload.len() as u64;
+        count_out(&mut leg.stats, totals, packet.payload.len());
         let seq: SeqNo = leg.out_seq.into();
         stream.write_rtp(RtpWrite::new(
             pt,
@@ -1292,6 +1399,25 @@ fn write_audio(
             packet.payload,
         ));
     }
+}
+
+fn count_out(stats: &mut CallStats, totals: &mut CallStats, bytes: usize) {
+    stats.packets_out += 1;
+    stats.bytes_out += bytes as u64;
+    totals.packets_out += 1;
+    totals.bytes_out += bytes as u64;
+}
+
+/// A plain RTP header (RFC 3550 §5.1): version 2; no padding, extensions, CSRCs or marker.
+fn rtp_header(pt: u8, seq: u64, timestamp: u32, ssrc: u32) -> [u8; 12] {
+    let mut header = [0u8; 12];
+    header[0] = 0x80;
+    header[1] = pt & 0x7f;
+    // The low 16 bits; the rest is the rollover counter.
+    header[2..4].copy_from_slice(&(seq as u16).to_be_bytes());
+    header[4..8].copy_from_slice(&timestamp.to_be_bytes());
+    header[8..12].copy_from_slice(&ssrc.to_be_bytes());
+    header
 }
 
 /// Random text for ICE credentials (str0m would generate them, but we need the ufrag up

@@ -642,8 +642,9 @@ fn a_browser_offer_without_audio_is_refused_and_nothing_is_kept() {
     assert_eq!(sim.engine.active_calls(), 0);
 }
 
-/// The scenarios that carry audio run twice: through str0m's receive path and through the
-/// engine's own (`fast_receive`), which must behave the same and must really be taken.
+/// The scenarios that carry audio run three times: through str0m, with the engine's own
+/// receive path (`fast_receive`), and with its own send path too (`fast_send`). They must
+/// behave the same, and the fast paths must really be taken.
 mod both_receive_paths {
     use super::*;
 
@@ -651,15 +652,27 @@ mod both_receive_paths {
         let mut sim = Sim::new();
         scenario(&mut sim);
         assert_eq!(sim.engine.totals().packets_in_fast, 0);
+        assert_eq!(sim.engine.totals().packets_out_fast, 0);
     }
 
     fn fast(scenario: fn(&mut Sim)) {
-        let mut sim = Sim::fast();
+        let mut sim = Sim::fast(false);
         scenario(&mut sim);
         let totals = sim.engine.totals();
         assert!(totals.packets_in_fast > 0, "the fast path was taken");
         // Audio and the model's audio are counted in packets_in; key presses are not.
         assert!(totals.packets_in_fast >= totals.packets_in);
+        assert_eq!(totals.packets_out_fast, 0);
+    }
+
+    fn fast_both_ways(scenario: fn(&mut Sim)) {
+        let mut sim = Sim::fast(true);
+        scenario(&mut sim);
+        let totals = sim.engine.totals();
+        assert!(totals.packets_in_fast >= totals.packets_in);
+        // Everything sent (to the user and to the model) went out the fast way; the str0m
+        // peers decrypted it, or the scenario's own checks would have failed.
+        assert_eq!(totals.packets_out_fast, totals.packets_out);
     }
 
     macro_rules! on_both {
@@ -673,6 +686,10 @@ mod both_receive_paths {
                     #[test]
                     fn through_the_fast_path() {
                         super::fast(super::super::$scenario);
+                    }
+                    #[test]
+                    fn through_the_fast_path_both_ways() {
+                        super::fast_both_ways(super::super::$scenario);
                     }
                 }
             )*

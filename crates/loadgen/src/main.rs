@@ -308,8 +308,8 @@ async fn measure(
     Ok(result)
 }
 
-/// The bridge's own packet counters from `/metrics`: received (`in`), sent (`out`), and
-/// received through its fast receive path (`fast`, with `RTC_FAST_RECEIVE=true`).
+/// The bridge's own packet counters from `/metrics`: received (`in`), sent (`out`), and those
+/// that took its fast paths (`fast_in`, `fast_out`: `RTC_FAST_RECEIVE`, `RTC_FAST_SEND`).
 async fn bridge_packet_counts(client: &reqwest::Client, base: &str) -> Value {
     let Ok(response) = client.get(format!("{base}/metrics")).send().await else {
         return json!(null);
@@ -322,7 +322,8 @@ async fn bridge_packet_counts(client: &reqwest::Client, base: &str) -> Value {
     json!({
         "in": read("whatsapp_bridge_media_packets_total{direction=\"in\"}"),
         "out": read("whatsapp_bridge_media_packets_total{direction=\"out\"}"),
-        "fast": read("whatsapp_bridge_media_packets_fast_total"),
+        "fast_in": read("whatsapp_bridge_media_packets_fast_total{direction=\"in\"}"),
+        "fast_out": read("whatsapp_bridge_media_packets_fast_total{direction=\"out\"}"),
     })
 }
 

@@ -97,7 +97,7 @@ fn with_a_model_leg_every_call_hears_the_greeting_and_every_packet_comes_back_th
     assert!(result["relay_ms"]["p50"].as_f64().is_some(), "{result}");
     assert_eq!(result["active_calls_after_terminate"], 0, "{result}");
     assert_eq!(
-        result["bridge_packets"]["fast"], 0.0,
+        result["bridge_packets"]["fast_in"], 0.0,
         "str0m's receive path unless asked: {result}"
     );
     assert_eq!(
@@ -107,18 +107,30 @@ fn with_a_model_leg_every_call_hears_the_greeting_and_every_packet_comes_back_th
 }
 
 #[test]
-fn with_the_fast_receive_path_full_calls_lose_nothing_and_the_bridge_decrypts_every_packet_itself()
+fn with_the_fast_paths_full_calls_lose_nothing_and_the_bridge_does_the_srtp_of_every_packet_itself()
 {
-    let result = loadgen(&["--model", "--bridge-env", "RTC_FAST_RECEIVE=true"]);
+    let result = loadgen(&[
+        "--model",
+        "--bridge-env",
+        "RTC_FAST_RECEIVE=true",
+        "--bridge-env",
+        "RTC_FAST_SEND=true",
+    ]);
     assert_eq!(result["ok"], 3, "{result}");
     assert_eq!(result["model_greetings"], 3, "{result}");
     let sent = result["packets_sent"].as_u64().expect("sent");
     assert!(sent >= 3 * 50 * 2, "{result}");
     assert_eq!(result["packets_echoed"], sent, "no loss: {result}");
     assert_eq!(result["misrouted"], 0, "{result}");
-    // Every packet the bridge received (callers' and models') took the fast path.
+    // Every packet the bridge received (callers' and models') took the fast path, and every
+    // packet it sent (to callers and to models) did too.
     let counts = &result["bridge_packets"];
     let received = counts["in"].as_f64().expect("in");
     assert!(received >= 2.0 * sent as f64, "{result}");
-    assert_eq!(counts["fast"], counts["in"], "{result}");
+    assert_eq!(counts["fast_in"], counts["in"], "{result}");
+    assert_eq!(counts["fast_out"], counts["out"], "{result}");
+    assert!(
+        counts["out"].as_f64().expect("out") >= 2.0 * sent as f64,
+        "{result}"
+    );
 }

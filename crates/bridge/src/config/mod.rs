@@ -356,6 +356,8 @@ pub struct CallsConfig {
     pub realtime_priority: bool,
     /// Decrypt incoming call audio in the engine, not through str0m (`RTC_FAST_RECEIVE`).
     pub fast_receive: bool,
+    /// Encrypt and send outgoing call audio in the engine (`RTC_FAST_SEND`).
+    pub fast_send: bool,
     /// Calls held at once.
     pub max_concurrent_calls: u32,
     /// The agent.
@@ -873,6 +875,7 @@ impl Reader<'_> {
                 .filter(|s| !s.eq_ignore_ascii_case("none")),
             realtime_priority: self.boolean("RTC_REALTIME_PRIORITY"),
             fast_receive: self.boolean("RTC_FAST_RECEIVE"),
+            fast_send: self.boolean("RTC_FAST_SEND"),
             max_concurrent_calls: self.parsed_in("MAX_CONCURRENT_CALLS", 1..=100_000),
             voice_agent,
             echo_delay: Duration::from_millis(self.parsed_in("ECHO_DELAY_MS", 0..=10_000)),

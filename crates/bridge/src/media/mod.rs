@@ -54,6 +54,8 @@ pub struct MediaSettings {
     pub realtime_priority: bool,
     /// Decrypt incoming audio in the engine (`RTC_FAST_RECEIVE`).
     pub fast_receive: bool,
+    /// Encrypt and send outgoing audio in the engine (`RTC_FAST_SEND`).
+    pub fast_send: bool,
 }
 
 /// Something the engine said about a call.
@@ -339,6 +341,7 @@ pub fn spawn(
     config.max_call_length = settings.max_call_length;
     config.ring_timeout = settings.ring_timeout;
     config.fast_receive = settings.fast_receive;
+    config.fast_send = settings.fast_send;
     let engine = Engine::new(config, Instant::now());
 
     let poll = Poll::new()?;
@@ -558,7 +561,8 @@ struct Totals {
     packets_out: IntCounter,
     bytes_in: IntCounter,
     bytes_out: IntCounter,
-    packets_fast: IntCounter,
+    packets_in_fast: IntCounter,
+    packets_out_fast: IntCounter,
     exported: CallStats,
 }
 
@@ -569,7 +573,8 @@ impl Totals {
             packets_out: metrics.media_packets.with_label_values(&["out"]),
             bytes_in: metrics.media_bytes.with_label_values(&["in"]),
             bytes_out: metrics.media_bytes.with_label_values(&["out"]),
-            packets_fast: metrics.media_packets_fast.clone(),
+            packets_in_fast: metrics.media_packets_fast.with_label_values(&["in"]),
+            packets_out_fast: metrics.media_packets_fast.with_label_values(&["out"]),
             exported: CallStats::default(),
         }
     }
@@ -588,10 +593,15 @@ impl Totals {
             .inc_by(totals.bytes_in.saturating_sub(before.bytes_in));
         self.bytes_out
             .inc_by(totals.bytes_out.saturating_sub(before.bytes_out));
-        self.packets_fast.inc_by(
+        self.packets_in_fast.inc_by(
             totals
                 .packets_in_fast
                 .saturating_sub(before.packets_in_fast),
+        );
+        self.packets_out_fast.inc_by(
+            totals
+                .packets_out_fast
+                .saturating_sub(before.packets_out_fast),
         );
         self.exported = totals;
     }

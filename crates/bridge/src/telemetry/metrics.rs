@@ -79,9 +79,9 @@ pub struct Metrics {
     pub media_packets: IntCounterVec,
     /// `whatsapp_bridge_media_bytes_total{direction}`: audio payload bytes.
     pub media_bytes: IntCounterVec,
-    /// `whatsapp_bridge_media_packets_fast_total`: received packets decrypted by the engine
-    /// itself (`RTC_FAST_RECEIVE`).
-    pub media_packets_fast: prometheus::IntCounter,
+    /// `whatsapp_bridge_media_packets_fast_total{direction}`: packets the engine decrypted
+    /// (`RTC_FAST_RECEIVE`) or encrypted and sent (`RTC_FAST_SEND`) itself.
+    pub media_packets_fast: IntCounterVec,
     /// `whatsapp_bridge_call_packet_loss_ratio`: per RTCP report, fraction lost.
     pub call_packet_loss: Histogram,
     /// `whatsapp_bridge_call_jitter_seconds`: per RTCP report, interarrival jitter.
@@ -257,9 +257,10 @@ impl Metrics {
                 )
                 .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32]),
             )?,
-            media_packets_fast: prometheus::IntCounter::new(
+            media_packets_fast: counter(
                 "whatsapp_bridge_media_packets_fast_total",
-                "Packets received on calls (audio, key presses, the voice model's audio) that took the fast receive path (RTC_FAST_RECEIVE).",
+                "Packets on calls that took the fast paths: received (direction=in: audio, key presses, the voice model's audio; RTC_FAST_RECEIVE) and sent (direction=out: to users and to the voice model; RTC_FAST_SEND).",
+                &["direction"],
             )?,
             call_dtmf: prometheus::IntCounter::new(
                 "whatsapp_bridge_call_dtmf_total",
@@ -321,6 +322,7 @@ impl Metrics {
         }
         for direction in ["in", "out"] {
             metrics.media_packets.with_label_values(&[direction]);
+            metrics.media_packets_fast.with_label_values(&[direction]);
             metrics.media_bytes.with_label_values(&[direction]);
         }
         for direction in ["input", "output"] {

@@ -692,24 +692,31 @@ fn aiortc_python() -> String {
 #[tokio::test]
 async fn an_aiortc_caller_hears_its_tone_back_through_the_echo_agent() {
     let metrics = aiortc_echo_call(&[]).await;
-    assert!(
-        metrics.contains("whatsapp_bridge_media_packets_fast_total 0\n"),
-        "str0m's receive path unless asked"
-    );
+    for direction in ["in", "out"] {
+        let name = format!("whatsapp_bridge_media_packets_fast_total{{direction=\"{direction}\"}}");
+        assert_eq!(metric(&metrics, &name), 0.0, "str0m's paths unless asked");
+    }
 }
 
-/// The same with the engine decrypting the caller's audio itself: aiortc's SRTP (libsrtp) is
-/// the independent check of our key taking and decryption.
+/// The same with the engine doing the SRTP of the audio itself, both ways: aiortc's SRTP
+/// (libsrtp) is the independent check of our key taking, decryption and encryption (aiortc
+/// decodes what we sent and finds its tone in it).
 #[tokio::test]
-async fn with_the_fast_receive_path_an_aiortc_caller_hears_its_tone_back() {
-    let metrics = aiortc_echo_call(&[("RTC_FAST_RECEIVE", "true")]).await;
-    let fast = metric(&metrics, "whatsapp_bridge_media_packets_fast_total");
-    let received = metric(
-        &metrics,
-        "whatsapp_bridge_media_packets_total{direction=\"in\"}",
-    );
-    assert!(received >= 100.0, "{metrics}");
-    assert_eq!(fast, received, "every audio packet took the fast path");
+async fn with_the_fast_paths_an_aiortc_caller_hears_its_tone_back() {
+    let metrics =
+        aiortc_echo_call(&[("RTC_FAST_RECEIVE", "true"), ("RTC_FAST_SEND", "true")]).await;
+    for direction in ["in", "out"] {
+        let all = metric(
+            &metrics,
+            &format!("whatsapp_bridge_media_packets_total{{direction=\"{direction}\"}}"),
+        );
+        let fast = metric(
+            &metrics,
+            &format!("whatsapp_bridge_media_packets_fast_total{{direction=\"{direction}\"}}"),
+        );
+        assert!(all >= 100.0, "{direction}: {metrics}");
+        assert_eq!(fast, all, "every {direction} packet took the fast path");
+    }
 }
 
 /// A metric's value in a Prometheus text page.

@@ -150,10 +150,12 @@ impl Sim {
         Self::with_config(|c| c)
     }
 
-    /// An engine that decrypts incoming audio itself (`EngineConfig::fast_receive`).
-    pub fn fast() -> Self {
+    /// An engine that decrypts incoming audio itself (`EngineConfig::fast_receive`), and with
+    /// `send`, encrypts and sends outgoing audio itself too (`EngineConfig::fast_send`).
+    pub fn fast(send: bool) -> Self {
         Self::with_config(|mut c| {
             c.fast_receive = true;
+            c.fast_send = send;
             c
         })
     }
