@@ -16,8 +16,8 @@
 //! - [`sdp`]: the few text changes to SDP that str0m has no setting for.
 //! - [`dtmf`]: RFC 4733 key presses.
 //! - [`srtp`]: the SRTP keys str0m derives, taken through its crypto provider, and RTP
-//!   protection with them: the engine's optional fast paths for audio (`EngineConfig::fast_receive`,
-//!   `fast_send`).
+//!   protection with them: the engine's optional fast paths for audio
+//!   (`EngineConfig::fast_receive`, `fast_send`).
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
