@@ -5,6 +5,8 @@
 # receive path, epoll, scheduling) and how much is user space (its code, its libraries, libc).
 #
 #   bench/calls/cpu-split.sh [calls]
+#   RTC_FAST_RECEIVE=true RTC_FAST_SEND=true bench/calls/cpu-split.sh    # our bridge with the fast
+#                                  # paths (compare.sh passes the environment on; Pion ignores it)
 #
 # Why it exists: the anchor's CPU target (ours <= 1/5 of Pion's) is a budget in cores, and the
 # kernel's share of moving the datagrams comes out of it before any of our work does. The BUDGET
