@@ -90,6 +90,11 @@ pub struct EngineConfig {
 }
 
 impl EngineConfig {
+    /// Whether legs need their SRTP keys taken from str0m (either fast path is on).
+    fn takes_keys(&self) -> bool {
+        self.fast_receive || self.fast_send
+    }
+
     /// Defaults for a host address.
     pub fn new(host: SocketAddr) -> Self {
         Self {
@@ -264,11 +269,10 @@ struct Call {
     remote: Option<SocketAddr>,
 }
 
-/// What the fast send path needs: the leg's send keys, its audio stream's SSRC, and a buffer.
+/// What the fast send path needs: the leg's send keys and its audio stream's SSRC.
 struct FastSender {
     stream: SrtpStream,
     ssrc: u32,
-    packet: Vec<u8>,
 }
 
 impl FastSender {
@@ -278,11 +282,7 @@ impl FastSender {
         let mut api = rtc.direct_api();
         let ssrc = *api.stream_tx_by_mid(mid, None)?.ssrc();
         match SrtpStream::new(keys, true) {
-            Ok(stream) => Some(Self {
-                stream,
-                ssrc,
-                packet: Vec::with_capacity(1500),
-            }),
+            Ok(stream) => Some(Self { stream, ssrc }),
             Err(err) => {
                 tracing::debug!(error = %err, "no fast send path for this leg");
                 None
@@ -738,7 +738,7 @@ impl Engine {
         if let Some(cert) = &self.dtls_cert {
             config = config.set_dtls_cert(cert.clone());
         }
-        if self.config.fast_receive || self.config.fast_send {
+        if self.config.takes_keys() {
             config = config.set_crypto_provider(srtp::tapping_provider());
         }
         let codecs = config.codec_config();
@@ -843,7 +843,7 @@ impl Engine {
             };
             let output = call.rtc.poll_output();
             // The leg's SRTP keys are set up inside the poll that ends its DTLS handshake.
-            if (self.config.fast_receive || self.config.fast_send) && !call.keys_taken {
+            if self.config.takes_keys() && !call.keys_taken {
                 if let Some(keys) = srtp::take_leg_keys() {
                     call.take_keys(&keys, &self.config, handle);
                 }
@@ -1362,14 +1362,11 @@ fn write_audio(
                 leg.out_time_base.wrapping_add(packet.rtp_time),
                 fast.ssrc,
             );
-            fast.packet.clear();
-            fast.packet.extend_from_slice(&header);
-            fast.packet.extend_from_slice(&packet.payload);
             let roc = u32::try_from(leg.out_seq >> 16).unwrap_or(u32::MAX);
-            let mut contents = Vec::with_capacity(fast.packet.len() + 16);
+            let mut contents = Vec::new();
             if fast
                 .stream
-                .protect(roc, &fast.packet, &mut contents)
+                .protect_parts(roc, &header, &packet.payload, &mut contents)
                 .is_ok()
             {
                 leg.stats.packets_out_fast += 1;

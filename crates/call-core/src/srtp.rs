@@ -262,7 +262,7 @@ impl SrtpStream {
     }
 
     /// Decrypts an SRTP packet whose rollover counter is `roc`: the RTP header and payload
-    /// go to `out` (cleared first).
+    /// go to `out` (cleared first). Returns the header's length.
     ///
     /// # Errors
     /// When the datagram is not RTP or does not authenticate (wrong key, wrong `roc`, altered).
@@ -271,7 +271,7 @@ impl SrtpStream {
         roc: u32,
         packet: &[u8],
         out: &mut Vec<u8>,
-    ) -> Result<(), SrtpError> {
+    ) -> Result<usize, SrtpError> {
         let header = header_len(packet).ok_or(SrtpError::NotRtp)?;
         let sealed = &packet[header..];
         if sealed.len() < AeadAes128Gcm::TAG_LEN {
@@ -288,7 +288,7 @@ impl SrtpStream {
         }
         .map_err(|_| SrtpError::Authentication)?;
         out.truncate(header + opened);
-        Ok(())
+        Ok(header)
     }
 
     /// Encrypts an RTP packet (header and payload) whose rollover counter is `roc`: the SRTP
@@ -298,14 +298,31 @@ impl SrtpStream {
     /// When `packet` is not RTP.
     pub fn protect(&mut self, roc: u32, packet: &[u8], out: &mut Vec<u8>) -> Result<(), SrtpError> {
         let header = header_len(packet).ok_or(SrtpError::NotRtp)?;
-        let iv = AeadAes256Gcm::rtp_iv(self.salt, ssrc(packet), roc, seq(packet));
+        self.protect_parts(roc, &packet[..header], &packet[header..], out)
+    }
+
+    /// As [`SrtpStream::protect`], for a packet still in two parts (no copy to join them).
+    ///
+    /// # Errors
+    /// When `header` is not a whole RTP header.
+    pub fn protect_parts(
+        &mut self,
+        roc: u32,
+        header: &[u8],
+        payload: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), SrtpError> {
+        if header_len(header) != Some(header.len()) {
+            return Err(SrtpError::NotRtp);
+        }
+        let iv = AeadAes256Gcm::rtp_iv(self.salt, ssrc(header), roc, seq(header));
         out.clear();
-        out.extend_from_slice(&packet[..header]);
-        out.resize(packet.len() + AeadAes128Gcm::TAG_LEN, 0);
-        let (aad, sealed) = out.split_at_mut(header);
+        out.extend_from_slice(header);
+        out.resize(header.len() + payload.len() + AeadAes128Gcm::TAG_LEN, 0);
+        let (aad, sealed) = out.split_at_mut(header.len());
         let result = match &mut self.cipher {
-            Cipher::Aes128(c) => c.encrypt(&iv, aad, &packet[header..], sealed),
-            Cipher::Aes256(c) => c.encrypt(&iv, aad, &packet[header..], sealed),
+            Cipher::Aes128(c) => c.encrypt(&iv, aad, payload, sealed),
+            Cipher::Aes256(c) => c.encrypt(&iv, aad, payload, sealed),
         };
         // The buffer is sized for the payload and the tag: the cipher has no other way to fail.
         result.map_err(|_| SrtpError::NotRtp)
@@ -385,9 +402,9 @@ impl SrtpReceiver {
             }
         }
         let roc = u32::try_from(index >> 16).unwrap_or(u32::MAX);
-        if self.stream.unprotect(roc, packet, &mut self.plain).is_err() {
+        let Ok(header) = self.stream.unprotect(roc, packet, &mut self.plain) else {
             return Received::NotMine;
-        }
+        };
         // Only an authenticated packet moves the state on.
         if self.ssrc.is_none() {
             self.ssrc = Some(ssrc);
@@ -404,9 +421,6 @@ impl SrtpReceiver {
         } else {
             self.window |= 1 << (self.highest - index);
         }
-        let Some(header) = header_len(&self.plain) else {
-            return Received::NotMine;
-        };
         let mut end = self.plain.len();
         if self.plain[0] & 0x20 != 0 {
             // Padding: the last byte says how much.

@@ -1062,10 +1062,7 @@ impl Store for SqlStore {
                     .await
                     .map(|r| r.rows_affected())
             })?;
-            if changed == 0 {
-                return Err(StoreError::NotFound);
-            }
-            Ok(())
+            found(changed)
         })
         .await
     }
@@ -1080,10 +1077,7 @@ impl Store for SqlStore {
                     .await
                     .map(|r| r.rows_affected())
             })?;
-            if changed == 0 {
-                return Err(StoreError::NotFound);
-            }
-            Ok(())
+            found(changed)
         })
         .await
     }
@@ -2084,6 +2078,14 @@ impl TryFrom<PermissionRow> for CallPermission {
             updated_at: r.updated_at,
         })
     }
+}
+
+/// An update of one row by id: `NotFound` when it matched none.
+fn found(changed: u64) -> Result<(), StoreError> {
+    if changed == 0 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
