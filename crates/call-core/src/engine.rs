@@ -1139,16 +1139,17 @@ impl Engine {
         if self.agent_out.is_empty() {
             return;
         }
-        if let Some(leg) = self.calls.get_mut(&model) {
-            write_audio(
-                leg,
-                &mut self.agent_out,
-                now,
-                &mut self.totals,
-                &mut self.outputs,
-            );
-        }
-        self.drain(model);
+        let Some(leg) = self.calls.get_mut(&model) else {
+            return;
+        };
+        let to_str0m = write_audio(
+            leg,
+            &mut self.agent_out,
+            now,
+            &mut self.totals,
+            &mut self.outputs,
+        );
+        self.after_write(model, to_str0m);
     }
 
     /// Sends what the agent has due.
@@ -1164,14 +1165,24 @@ impl Engine {
         if self.agent_out.is_empty() {
             return;
         }
-        write_audio(
+        let to_str0m = write_audio(
             call,
             &mut self.agent_out,
             now,
             &mut self.totals,
             &mut self.outputs,
         );
-        self.drain(handle);
+        self.after_write(handle, to_str0m);
+    }
+
+    /// str0m has something to send only if the audio went through it; on the fast send path
+    /// asking it (a poll of every part of its stack) would be work for nothing on every packet.
+    fn after_write(&mut self, handle: CallHandle, to_str0m: bool) {
+        if to_str0m {
+            self.drain(handle);
+        } else {
+            self.reschedule(handle);
+        }
     }
 
     fn check_timers(&mut self, handle: CallHandle, now: Instant) {
@@ -1334,17 +1345,18 @@ impl Call {
 }
 
 /// Writes `packets` (agent or relayed audio, RTP times relative to the stream's start) on the
-/// leg's audio stream with the leg's own sequence numbers and timestamp base.
+/// leg's audio stream with the leg's own sequence numbers and timestamp base. Returns whether
+/// str0m was given packets (and so has datagrams to send).
 fn write_audio(
     leg: &mut Call,
     packets: &mut Vec<AgentPacket>,
     now: Instant,
     totals: &mut CallStats,
     outputs: &mut VecDeque<Output>,
-) {
+) -> bool {
     let Some(mid) = leg.mid else {
         packets.clear();
-        return;
+        return false;
     };
     let pt = leg.opus_pt;
     if let Some(keys) = leg.fast_tx_keys.take() {
@@ -1377,12 +1389,12 @@ fn write_audio(
                 });
             }
         }
-        return;
+        return false;
     }
     let mut api = leg.rtc.direct_api();
     let Some(stream) = api.stream_tx_by_mid(mid, None) else {
         packets.clear();
-        return;
+        return false;
     };
     for packet in packets.drain(..) {
         leg.out_seq += 1;
@@ -1396,6 +1408,7 @@ fn write_audio(
             packet.payload,
         ));
     }
+    true
 }
 
 fn count_out(stats: &mut CallStats, totals: &mut CallStats, bytes: usize) {
