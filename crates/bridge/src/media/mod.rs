@@ -16,10 +16,12 @@
 //! re-armed per loop; and audio never queues behind webhook bursts or database work on the
 //! runtime's workers.
 
+mod batch;
 pub mod stun;
 
 use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -427,9 +429,6 @@ const MEDIA_RT_PRIORITY: u8 = 10;
 const SOCKET: Token = Token(0);
 const WAKE: Token = Token(1);
 
-/// Datagrams taken in one go before what they caused is sent.
-const RECEIVE_BURST: usize = 64;
-
 struct Driver {
     engine: Engine,
     socket: UdpSocket,
@@ -444,11 +443,14 @@ struct Driver {
 impl Driver {
     fn run(mut self) {
         let mut ready = Events::with_capacity(8);
-        let mut buf = vec![0u8; 2048];
-        // The socket is edge-triggered: after a burst cut short, read on without waiting.
+        // Made here: their headers hold raw pointers, so they stay on this thread.
+        let mut receiver = batch::Receiver::new();
+        let mut sender = batch::Sender::new();
+        let fd = self.socket.as_raw_fd();
+        // The socket is edge-triggered: after a full burst, read on without waiting.
         let mut more_to_read = false;
         loop {
-            let deadline = self.drain();
+            let deadline = self.drain(fd, &mut sender);
             self.metrics
                 .active_calls
                 .set(i64::try_from(self.engine.active_calls()).unwrap_or(i64::MAX));
@@ -481,65 +483,65 @@ impl Driver {
                     Ok(command) => execute(&mut self.engine, command),
                     Err(mpsc::error::TryRecvError::Empty) => break,
                     Err(mpsc::error::TryRecvError::Disconnected) => {
-                        self.shut_down();
+                        self.shut_down(fd, &mut sender);
                         return;
                     }
                 }
             }
             if more_to_read {
-                more_to_read = self.receive_burst(&mut buf);
+                more_to_read = self.receive_burst(fd, &mut receiver);
             }
             let now = Instant::now();
             if deadline <= now {
                 self.engine.handle_timeout(now);
             }
         }
-        self.shut_down();
+        self.shut_down(fd, &mut sender);
     }
 
-    /// Reads up to a burst of datagrams; whether more may be waiting.
-    fn receive_burst(&mut self, buf: &mut [u8]) -> bool {
-        for _ in 0..RECEIVE_BURST {
-            match self.socket.recv_from(buf) {
-                Ok((n, source)) => {
-                    if !self
-                        .engine
-                        .handle_receive(Instant::now(), source, &buf[..n])
-                    {
-                        tracing::trace!(%source, bytes = n, "datagram for no call");
-                    }
-                }
-                Err(err) if err.kind() == ErrorKind::WouldBlock => return false,
-                // ICMP port unreachable from a peer that went away surfaces here on Linux.
-                Err(err) => tracing::debug!(error = %err, "media socket receive failed"),
+    /// Reads what is waiting, up to a burst; whether more may be waiting. A burst that is not
+    /// full emptied the queue, so no further read is spent learning that it is empty; a
+    /// datagram arriving later raises the edge again.
+    fn receive_burst(&mut self, fd: RawFd, receiver: &mut batch::Receiver) -> bool {
+        let now = Instant::now();
+        let engine = &mut self.engine;
+        match receiver.receive(fd, |source, contents| {
+            if !engine.handle_receive(now, source, contents) {
+                tracing::trace!(%source, bytes = contents.len(), "datagram for no call");
+            }
+        }) {
+            Ok(batch::Read::Datagrams(n)) => n == batch::BURST,
+            Ok(batch::Read::Empty) => false,
+            // ICMP port unreachable from a peer that went away surfaces here on Linux; what
+            // is queued behind it is read on the next turn.
+            Err(err) => {
+                tracing::debug!(error = %err, "media socket receive failed");
+                true
             }
         }
-        true
     }
 
     /// Ends what is left, politely, and lets the close datagrams out.
-    fn shut_down(&mut self) {
+    fn shut_down(&mut self, fd: RawFd, sender: &mut batch::Sender) {
         self.engine.hang_up_all(Instant::now(), EndReason::HungUp);
-        self.drain();
+        self.drain(fd, sender);
         self.metrics.active_calls.set(0);
         tracing::debug!("media engine stopped");
     }
 
-    /// Carries out the engine's outputs until it waits; returns when it next needs time.
-    fn drain(&mut self) -> Instant {
+    /// Carries out the engine's outputs until it waits, the datagrams in batches; returns when
+    /// it next needs time.
+    fn drain(&mut self, fd: RawFd, sender: &mut batch::Sender) -> Instant {
         loop {
             match self.engine.poll_output() {
-                Output::Timeout(at) => return at,
+                Output::Timeout(at) => {
+                    sender.flush(fd);
+                    return at;
+                }
                 Output::Transmit {
                     destination,
                     contents,
-                } => {
-                    // A full send buffer (4 MB asked for) means the host cannot keep up: drop
-                    // the datagram as the network would, rather than stall every call.
-                    if let Err(err) = self.socket.send_to(&contents, destination) {
-                        tracing::debug!(%destination, error = %err, "media send failed");
-                    }
-                }
+                } => sender.push(fd, destination, contents),
                 Output::Event(call, event) => {
                     if let CallEvent::Quality { loss, jitter } = &event {
                         if let Some(loss) = loss {
