@@ -80,5 +80,5 @@ awk -v p="$pion_cpu" -v k="$ours_kernel" -v pps=$(( calls * 50 )) 'BEGIN {
 if [ -n "${PROFILE_DIR:-}" ]; then
   echo "HOT ours (perf report -i $PROFILE_DIR/ours.data):"
   perf report -i "$PROFILE_DIR/ours.data" --sort sym --no-children 2>/dev/null |
-    grep -v '^#' | grep -v '^$' | head -25
+    grep -v '^#' | grep -v '^$' | head -25 || true # head closes the pipe early
 fi

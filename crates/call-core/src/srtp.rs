@@ -316,9 +316,12 @@ impl SrtpStream {
             return Err(SrtpError::NotRtp);
         }
         let iv = AeadAes256Gcm::rtp_iv(self.salt, ssrc(header), roc, seq(header));
+        let len = header.len() + payload.len() + AeadAes128Gcm::TAG_LEN;
         out.clear();
+        // One allocation of the final size, not one for the header and a second to grow it.
+        out.reserve(len);
         out.extend_from_slice(header);
-        out.resize(header.len() + payload.len() + AeadAes128Gcm::TAG_LEN, 0);
+        out.resize(len, 0);
         let (aad, sealed) = out.split_at_mut(header.len());
         let result = match &mut self.cipher {
             Cipher::Aes128(c) => c.encrypt(&iv, aad, payload, sealed),
