@@ -328,7 +328,8 @@ impl Shared {
             .observe(since.elapsed().as_secs_f64());
     }
 
-    /// Counts an ended call.
+    /// Counts an ended call. Callers count before they record the end, so that whoever sees
+    /// the call ended in the store finds it in the metrics as well.
     pub(crate) fn count_end(
         &self,
         direction: CallDirection,
@@ -653,15 +654,15 @@ impl CallEvents for Calls {
                         &format!("{active} calls in progress (MAX_CONCURRENT_CALLS)"),
                     )
                     .await;
-                    self.shared
-                        .record(&id, CallSignal::Ended(EndReason::RefusedByUs), None, None)
-                        .await;
                     self.shared.count_end(
                         CallDirection::Inbound,
                         CallChannel::WhatsApp,
                         EndReason::RefusedByUs,
                         None,
                     );
+                    self.shared
+                        .record(&id, CallSignal::Ended(EndReason::RefusedByUs), None, None)
+                        .await;
                     return Ok(Handled::Done);
                 }
                 self.shared.attach_wa(&id, &connect.call_id);

@@ -276,6 +276,12 @@ pub(crate) async fn start_outbound(
         Err(err) => {
             tracing::warn!(call_id = id, error = %err, "WhatsApp refused the call");
             shared.media.hang_up(handle, EndReason::RefusedByUs).await;
+            shared.count_end(
+                CallDirection::Outbound,
+                CallChannel::WhatsApp,
+                EndReason::Failed,
+                None,
+            );
             shared
                 .record(
                     id,
@@ -284,12 +290,6 @@ pub(crate) async fn start_outbound(
                     graph_code(&err),
                 )
                 .await;
-            shared.count_end(
-                CallDirection::Outbound,
-                CallChannel::WhatsApp,
-                EndReason::Failed,
-                None,
-            );
             return Err(err.into());
         }
     };
@@ -347,15 +347,15 @@ async fn refuse(
     if let Err(err) = graph.reject(wa).await {
         tracing::warn!(call_id = id, error = %err, "could not reject the call");
     }
-    shared
-        .record(id, CallSignal::Ended(EndReason::RefusedByUs), None, None)
-        .await;
     shared.count_end(
         CallDirection::Inbound,
         CallChannel::WhatsApp,
         EndReason::RefusedByUs,
         None,
     );
+    shared
+        .record(id, CallSignal::Ended(EndReason::RefusedByUs), None, None)
+        .await;
     shared.forget(id);
 }
 
@@ -402,6 +402,12 @@ async fn run_live(shared: &Shared, mut live: Live, rx: &mut mpsc::UnboundedRecei
                         (reason, duration, None)
                     }
                 };
+                shared.count_end(
+                    live.direction,
+                    live.line.channel(),
+                    reason,
+                    live.answered_at,
+                );
                 shared
                     .record(&live.id, CallSignal::Ended(reason), duration, error)
                     .await;
@@ -426,12 +432,6 @@ async fn run_live(shared: &Shared, mut live: Live, rx: &mut mpsc::UnboundedRecei
                     }),
                 )
                 .await;
-                shared.count_end(
-                    live.direction,
-                    live.line.channel(),
-                    reason,
-                    live.answered_at,
-                );
                 tracing::info!(call_id = %live.id, %reason, packets_in = stats.packets_in, packets_out = stats.packets_out, "call ended");
                 break;
             }
@@ -606,10 +606,10 @@ pub(crate) async fn start_test_phone(
     let refused = |reason: EndReason| {
         let shared = shared.clone();
         async move {
+            shared.count_end(CallDirection::Inbound, CallChannel::TestPhone, reason, None);
             shared
                 .record(id, CallSignal::Ended(reason), None, None)
                 .await;
-            shared.count_end(CallDirection::Inbound, CallChannel::TestPhone, reason, None);
         }
     };
     let (handle, answer) = match shared
