@@ -12,6 +12,10 @@ stdin/stdout, one JSON object per line:
 
 Only 127.0.0.1 is used: aioice leaves loopback out of its host candidates, so the gathering
 is pointed at it (test traffic stays on loopback).
+
+`--srtp aes-cm` offers only SRTP_AES128_CM_SHA1_80 in DTLS, so the call either runs on that
+profile (libsrtp's AES counter mode and HMAC-SHA1) or does not connect; by default aiortc
+offers AES-GCM first, as str0m, browsers and most servers do.
 """
 
 import argparse
@@ -24,6 +28,7 @@ import sys
 import time
 
 import aioice.ice
+import aiortc.rtcdtlstransport
 from av import AudioFrame
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 
@@ -87,7 +92,11 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--frequency", type=float, default=440.0)
+    parser.add_argument("--srtp", choices=["any", "aes-cm"], default="any")
     args = parser.parse_args()
+    if args.srtp == "aes-cm":
+        # Read by each new DTLS transport: the only profile this caller will agree to.
+        aiortc.rtcdtlstransport.SRTP_PROFILES = [aiortc.rtcdtlstransport.SRTP_AES128_CM_SHA1_80]
 
     pc = RTCPeerConnection()
     pc.addTrack(Tone(args.frequency))

@@ -276,18 +276,15 @@ struct FastSender {
 }
 
 impl FastSender {
-    /// The sender for the audio stream `mid` of `rtc`; `None` (str0m sends) when the profile is
-    /// not covered or the stream is not there.
+    /// The sender for the audio stream `mid` of `rtc`; `None` (str0m sends) when the stream is
+    /// not there.
     fn new(rtc: &mut Rtc, mid: Mid, keys: &srtp::SrtpMaster) -> Option<Self> {
         let mut api = rtc.direct_api();
         let ssrc = *api.stream_tx_by_mid(mid, None)?.ssrc();
-        match SrtpStream::new(keys, true) {
-            Ok(stream) => Some(Self { stream, ssrc }),
-            Err(err) => {
-                tracing::debug!(error = %err, "no fast send path for this leg");
-                None
-            }
-        }
+        Some(Self {
+            stream: SrtpStream::new(keys, true),
+            ssrc,
+        })
     }
 }
 
@@ -845,7 +842,7 @@ impl Engine {
             // The leg's SRTP keys are set up inside the poll that ends its DTLS handshake.
             if self.config.takes_keys() && !call.keys_taken {
                 if let Some(keys) = srtp::take_leg_keys() {
-                    call.take_keys(&keys, &self.config, handle);
+                    call.take_keys(&keys, &self.config);
                 }
             }
             let output = match output {
@@ -1261,14 +1258,9 @@ impl Engine {
 
 impl Call {
     /// Sets up the fast paths the engine is configured for, with the keys DTLS gave the leg.
-    fn take_keys(&mut self, keys: &srtp::LegKeys, config: &EngineConfig, handle: CallHandle) {
+    fn take_keys(&mut self, keys: &srtp::LegKeys, config: &EngineConfig) {
         if config.fast_receive {
-            match SrtpReceiver::new(&keys.receive) {
-                Ok(receiver) => self.fast_rx = Some(receiver),
-                Err(err) => {
-                    tracing::debug!(call = handle.0, error = %err, "no fast receive path for this leg");
-                }
-            }
+            self.fast_rx = Some(SrtpReceiver::new(&keys.receive));
         }
         // The send stream's SSRC is known once the audio line is (`MediaAdded` may come after
         // DTLS): the sender is set up at the first write.

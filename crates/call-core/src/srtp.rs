@@ -15,8 +15,9 @@
 //! ([`take_leg_keys`]) right after polling the `Rtc` it is interested in.
 //!
 //! [`SrtpStream`] is one direction of a leg, built from those keys: it derives the session keys
-//! as str0m does and protects or unprotects RTP with the provider's own ciphers. The AEAD
-//! profiles (AES-128-GCM, AES-256-GCM: RFC 7714) are covered; AES-CM with HMAC-SHA1 is not yet.
+//! as str0m does and protects or unprotects RTP with the provider's own ciphers, for every
+//! profile DTLS can settle on: AEAD AES-128-GCM and AES-256-GCM (RFC 7714), and AES-128 in
+//! counter mode with an 80-bit HMAC-SHA1 tag (RFC 3711).
 //!
 //! [`SrtpReceiver`] is the receiving half of a fast path: a leg's incoming RTP decrypted here,
 //! with the rollover counter and replay window str0m would keep, so str0m's receive path is
@@ -27,8 +28,9 @@ use std::cell::RefCell;
 use std::sync::{Arc, OnceLock};
 
 use str0m::crypto::{
-    AeadAes128Gcm, AeadAes128GcmCipher, AeadAes256Gcm, AeadAes256GcmCipher, CryptoProvider,
-    SrtpProvider, SupportedAeadAes128Gcm, SupportedAeadAes256Gcm, SupportedAes128CmSha1_80,
+    AeadAes128Gcm, AeadAes128GcmCipher, AeadAes256Gcm, AeadAes256GcmCipher, Aes128CmSha1_80,
+    Aes128CmSha1_80Cipher, CryptoProvider, Sha1HmacProvider, SrtpProvider, SupportedAeadAes128Gcm,
+    SupportedAeadAes256Gcm, SupportedAes128CmSha1_80,
 };
 
 /// The SRTP protection profiles DTLS can settle on (RFC 5764, RFC 7714).
@@ -209,9 +211,6 @@ impl SrtpProvider for KeyTap {
 /// Why SRTP could not be applied.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SrtpError {
-    /// AES-CM with HMAC-SHA1 (not covered yet).
-    #[error("the SRTP profile is not supported by the fast path yet")]
-    Unsupported,
     /// Too short, or not RTP version 2.
     #[error("not an RTP packet")]
     NotRtp,
@@ -222,43 +221,79 @@ pub enum SrtpError {
 
 /// One direction of a leg's RTP protection (RTCP stays with str0m).
 pub struct SrtpStream {
-    salt: [u8; 12],
     cipher: Cipher,
 }
 
 enum Cipher {
-    Aes128(Box<dyn AeadAes128GcmCipher>),
-    Aes256(Box<dyn AeadAes256GcmCipher>),
+    /// RFC 7714: AES-GCM, the session salt in the nonce, the header as associated data.
+    Gcm128 {
+        salt: [u8; 12],
+        cipher: Box<dyn AeadAes128GcmCipher>,
+    },
+    Gcm256 {
+        salt: [u8; 12],
+        cipher: Box<dyn AeadAes256GcmCipher>,
+    },
+    /// RFC 3711: AES in counter mode, then an 80-bit HMAC-SHA1 tag over header, encrypted
+    /// payload and rollover counter.
+    CmSha1 {
+        salt: [u8; 14],
+        cipher: Box<dyn Aes128CmSha1_80Cipher>,
+        auth_key: [u8; Aes128CmSha1_80::HMAC_KEY_LEN],
+        hmac: &'static dyn Sha1HmacProvider,
+    },
+}
+
+impl Cipher {
+    /// What protection adds after the payload.
+    fn tag_len(&self) -> usize {
+        match self {
+            Self::Gcm128 { .. } | Self::Gcm256 { .. } => AeadAes128Gcm::TAG_LEN,
+            Self::CmSha1 { .. } => Aes128CmSha1_80::HMAC_TAG_LEN,
+        }
+    }
 }
 
 /// RFC 3711 key-derivation labels.
 const LABEL_RTP_ENCRYPTION: u8 = 0;
+const LABEL_RTP_AUTHENTICATION: u8 = 1;
 const LABEL_RTP_SALT: u8 = 2;
 
 impl SrtpStream {
     /// The stream for a direction's keys: `encrypt` to protect what we send, else to
     /// unprotect what we receive.
-    ///
-    /// # Errors
-    /// [`SrtpError::Unsupported`] for AES-CM with HMAC-SHA1.
-    pub fn new(master: &SrtpMaster, encrypt: bool) -> Result<Self, SrtpError> {
-        let provider = str0m::crypto::from_feature_flags().srtp_provider;
-        let mut salt = [0; 12];
-        derive(provider, master, LABEL_RTP_SALT, &mut salt);
+    pub fn new(master: &SrtpMaster, encrypt: bool) -> Self {
+        let provider = str0m::crypto::from_feature_flags();
+        let srtp = provider.srtp_provider;
         let cipher = match master.profile {
             SrtpProfile::AeadAes128Gcm => {
                 let mut key = [0; AeadAes128Gcm::KEY_LEN];
-                derive(provider, master, LABEL_RTP_ENCRYPTION, &mut key);
-                Cipher::Aes128(provider.aead_aes_128_gcm().create_cipher(key, encrypt))
+                derive(srtp, master, LABEL_RTP_ENCRYPTION, &mut key);
+                Cipher::Gcm128 {
+                    salt: derived(srtp, master, LABEL_RTP_SALT),
+                    cipher: srtp.aead_aes_128_gcm().create_cipher(key, encrypt),
+                }
             }
             SrtpProfile::AeadAes256Gcm => {
                 let mut key = [0; AeadAes256Gcm::KEY_LEN];
-                derive(provider, master, LABEL_RTP_ENCRYPTION, &mut key);
-                Cipher::Aes256(provider.aead_aes_256_gcm().create_cipher(key, encrypt))
+                derive(srtp, master, LABEL_RTP_ENCRYPTION, &mut key);
+                Cipher::Gcm256 {
+                    salt: derived(srtp, master, LABEL_RTP_SALT),
+                    cipher: srtp.aead_aes_256_gcm().create_cipher(key, encrypt),
+                }
             }
-            SrtpProfile::Aes128CmSha1_80 => return Err(SrtpError::Unsupported),
+            SrtpProfile::Aes128CmSha1_80 => {
+                let mut key = [0; Aes128CmSha1_80::KEY_LEN];
+                derive(srtp, master, LABEL_RTP_ENCRYPTION, &mut key);
+                Cipher::CmSha1 {
+                    salt: derived(srtp, master, LABEL_RTP_SALT),
+                    cipher: srtp.aes_128_cm_sha1_80().create_cipher(key, encrypt),
+                    auth_key: derived(srtp, master, LABEL_RTP_AUTHENTICATION),
+                    hmac: provider.sha1_hmac_provider,
+                }
+            }
         };
-        Ok(Self { salt, cipher })
+        Self { cipher }
     }
 
     /// Decrypts an SRTP packet whose rollover counter is `roc`: the RTP header and payload
@@ -273,18 +308,44 @@ impl SrtpStream {
         out: &mut Vec<u8>,
     ) -> Result<usize, SrtpError> {
         let header = header_len(packet).ok_or(SrtpError::NotRtp)?;
-        let sealed = &packet[header..];
-        if sealed.len() < AeadAes128Gcm::TAG_LEN {
+        let tag_len = self.cipher.tag_len();
+        if packet.len() < header + tag_len {
             return Err(SrtpError::NotRtp);
         }
-        let iv = AeadAes256Gcm::rtp_iv(self.salt, ssrc(packet), roc, seq(packet));
+        let (ssrc, seq) = (ssrc(packet), seq(packet));
         out.clear();
         out.extend_from_slice(&packet[..header]);
         out.resize(packet.len(), 0);
         let aad = &packet[..header];
+        let sealed = &packet[header..];
         let opened = match &mut self.cipher {
-            Cipher::Aes128(c) => c.decrypt(&iv, &[aad], sealed, &mut out[header..]),
-            Cipher::Aes256(c) => c.decrypt(&iv, &[aad], sealed, &mut out[header..]),
+            Cipher::Gcm128 { salt, cipher } => {
+                let iv = AeadAes128Gcm::rtp_iv(*salt, ssrc, roc, seq);
+                cipher.decrypt(&iv, &[aad], sealed, &mut out[header..])
+            }
+            Cipher::Gcm256 { salt, cipher } => {
+                let iv = AeadAes256Gcm::rtp_iv(*salt, ssrc, roc, seq);
+                cipher.decrypt(&iv, &[aad], sealed, &mut out[header..])
+            }
+            Cipher::CmSha1 {
+                salt,
+                cipher,
+                auth_key,
+                hmac,
+            } => {
+                // Authenticate first: nothing is decrypted from a packet that does not.
+                let (covered, tag) = packet.split_at(packet.len() - tag_len);
+                let index = srtp_index(roc, seq);
+                let hmac = |key: &[u8], parts: &[&[u8]]| hmac.sha1_hmac(key, parts);
+                if !Aes128CmSha1_80::rtp_verify(hmac, auth_key, covered, index, tag) {
+                    return Err(SrtpError::Authentication);
+                }
+                let iv = Aes128CmSha1_80::rtp_iv(*salt, ssrc, index);
+                let payload = &covered[header..];
+                cipher
+                    .decrypt(&iv, payload, &mut out[header..header + payload.len()])
+                    .map(|()| payload.len())
+            }
         }
         .map_err(|_| SrtpError::Authentication)?;
         out.truncate(header + opened);
@@ -315,21 +376,49 @@ impl SrtpStream {
         if header_len(header) != Some(header.len()) {
             return Err(SrtpError::NotRtp);
         }
-        let iv = AeadAes256Gcm::rtp_iv(self.salt, ssrc(header), roc, seq(header));
-        let len = header.len() + payload.len() + AeadAes128Gcm::TAG_LEN;
+        let (ssrc, seq) = (ssrc(header), seq(header));
+        let sealed_at = header.len();
+        let len = sealed_at + payload.len() + self.cipher.tag_len();
         out.clear();
         // One allocation of the final size, not one for the header and a second to grow it.
         out.reserve(len);
         out.extend_from_slice(header);
         out.resize(len, 0);
-        let (aad, sealed) = out.split_at_mut(header.len());
+        let (aad, sealed) = out.split_at_mut(sealed_at);
         let result = match &mut self.cipher {
-            Cipher::Aes128(c) => c.encrypt(&iv, aad, payload, sealed),
-            Cipher::Aes256(c) => c.encrypt(&iv, aad, payload, sealed),
+            Cipher::Gcm128 { salt, cipher } => {
+                let iv = AeadAes128Gcm::rtp_iv(*salt, ssrc, roc, seq);
+                cipher.encrypt(&iv, aad, payload, sealed)
+            }
+            Cipher::Gcm256 { salt, cipher } => {
+                let iv = AeadAes256Gcm::rtp_iv(*salt, ssrc, roc, seq);
+                cipher.encrypt(&iv, aad, payload, sealed)
+            }
+            Cipher::CmSha1 {
+                salt,
+                cipher,
+                auth_key,
+                hmac,
+            } => {
+                let index = srtp_index(roc, seq);
+                let iv = Aes128CmSha1_80::rtp_iv(*salt, ssrc, index);
+                cipher
+                    .encrypt(&iv, payload, &mut sealed[..payload.len()])
+                    .map(|()| {
+                        let hmac = |key: &[u8], parts: &[&[u8]]| hmac.sha1_hmac(key, parts);
+                        let tag_at = sealed_at + payload.len();
+                        Aes128CmSha1_80::rtp_hmac(hmac, auth_key, out, index, tag_at);
+                    })
+            }
         };
         // The buffer is sized for the payload and the tag: the cipher has no other way to fail.
         result.map_err(|_| SrtpError::NotRtp)
     }
+}
+
+/// RFC 3711's packet index: the rollover counter above the sequence number.
+fn srtp_index(roc: u32, seq: u16) -> u64 {
+    (u64::from(roc) << 16) | u64::from(seq)
 }
 
 /// What [`SrtpReceiver::receive`] made of a datagram.
@@ -371,17 +460,14 @@ const REPLAY_WINDOW: u64 = 64;
 
 impl SrtpReceiver {
     /// A receiver for the keys the peer sends with.
-    ///
-    /// # Errors
-    /// [`SrtpError::Unsupported`] for profiles the fast path does not cover.
-    pub fn new(keys: &SrtpMaster) -> Result<Self, SrtpError> {
-        Ok(Self {
-            stream: SrtpStream::new(keys, false)?,
+    pub fn new(keys: &SrtpMaster) -> Self {
+        Self {
+            stream: SrtpStream::new(keys, false),
             ssrc: None,
             highest: 0,
             window: 0,
             plain: Vec::with_capacity(1500),
-        })
+        }
     }
 
     /// Decrypts `packet` if it is RTP of this receiver's stream.
@@ -468,6 +554,13 @@ impl SrtpReceiver {
 /// RTCP's packet types (RFC 5761 §4).
 pub fn is_rtp(packet: &[u8]) -> bool {
     packet.len() >= 12 && packet[0] >> 6 == 2 && !(192..=223).contains(&packet[1])
+}
+
+/// A session key or salt of `N` bytes: see [`derive`].
+fn derived<const N: usize>(provider: &dyn SrtpProvider, master: &SrtpMaster, label: u8) -> [u8; N] {
+    let mut out = [0; N];
+    derive(provider, master, label, &mut out);
+    out
 }
 
 /// RFC 3711 §4.3.1, the way str0m runs it (its `SrtpKey::derive`): AES in counter mode over
@@ -653,7 +746,7 @@ mod tests {
         assert_eq!(b.received, vec![(7, b"opus frame seven".to_vec())]);
 
         let sent = a.sent_rtp.first().expect("str0m sent the packet");
-        let mut stream = SrtpStream::new(&b_keys.receive, false).unwrap();
+        let mut stream = SrtpStream::new(&b_keys.receive, false);
         let mut plain = Vec::new();
         stream.unprotect(0, sent, &mut plain).unwrap();
         assert!(plain.ends_with(b"opus frame seven"));
@@ -670,7 +763,7 @@ mod tests {
             stream.unprotect(0, &altered, &mut plain),
             Err(SrtpError::Authentication)
         );
-        let mut wrong = SrtpStream::new(&b_keys.send, false).unwrap();
+        let mut wrong = SrtpStream::new(&b_keys.send, false);
         assert_eq!(
             wrong.unprotect(0, sent, &mut plain),
             Err(SrtpError::Authentication)
@@ -695,7 +788,6 @@ mod tests {
         b.poll();
         let mut plain = Vec::new();
         SrtpStream::new(&a_keys.send, false)
-            .unwrap()
             .unprotect(0, &a.sent_rtp[0], &mut plain)
             .unwrap();
 
@@ -706,7 +798,6 @@ mod tests {
         packet.extend_from_slice(b"forwarded without str0m");
         let mut sealed = Vec::new();
         SrtpStream::new(&a_keys.send, true)
-            .unwrap()
             .protect(0, &packet, &mut sealed)
             .unwrap();
         b.receive(now, a.addr, &sealed);
@@ -721,14 +812,57 @@ mod tests {
     }
 
     #[test]
-    fn the_receiver_follows_the_rollover_and_refuses_replays() {
+    fn the_receiver_follows_the_rollover_and_refuses_replays_with_aes_256_gcm() {
+        receiver_follows_the_rollover_and_refuses_replays(SrtpProfile::AeadAes256Gcm);
+    }
+
+    #[test]
+    fn the_receiver_follows_the_rollover_and_refuses_replays_with_aes_128_gcm() {
+        receiver_follows_the_rollover_and_refuses_replays(SrtpProfile::AeadAes128Gcm);
+    }
+
+    #[test]
+    fn the_receiver_follows_the_rollover_and_refuses_replays_with_aes_cm_hmac_sha1() {
+        receiver_follows_the_rollover_and_refuses_replays(SrtpProfile::Aes128CmSha1_80);
+    }
+
+    /// RFC 3711 Appendix B.3: the session keys of AES-CM from its master key and salt.
+    #[test]
+    fn aes_cm_session_keys_match_rfc_3711() {
         let master = SrtpMaster {
-            profile: SrtpProfile::AeadAes256Gcm,
-            key: vec![7; 32],
-            salt: vec![9; 12],
+            profile: SrtpProfile::Aes128CmSha1_80,
+            key: hex("E1F97A0D3E018BE0D64FA32C06DE4139"),
+            salt: hex("0EC675AD498AFEEBB6960B3AABE6"),
         };
-        let mut tx = SrtpStream::new(&master, true).unwrap();
-        let mut rx = SrtpReceiver::new(&master).unwrap();
+        let provider = str0m::crypto::from_feature_flags().srtp_provider;
+        let key: [u8; 16] = derived(provider, &master, LABEL_RTP_ENCRYPTION);
+        let salt: [u8; 14] = derived(provider, &master, LABEL_RTP_SALT);
+        let auth: [u8; 20] = derived(provider, &master, LABEL_RTP_AUTHENTICATION);
+        assert_eq!(key.to_vec(), hex("C61E7A93744F39EE10734AFE3FF7A087"));
+        assert_eq!(salt.to_vec(), hex("30CBBC08863D8C85D49DB34A9AE1"));
+        assert_eq!(
+            auth.to_vec(),
+            hex("CEBE321F6FF7716B6FD4AB49AF256A156D38BAA4")
+        );
+    }
+
+    fn hex(text: &str) -> Vec<u8> {
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// Sealed with one profile, opened by a receiver of the same keys: in order, across the
+    /// sequence number's wrap, late, replayed, from elsewhere, altered.
+    fn receiver_follows_the_rollover_and_refuses_replays(profile: SrtpProfile) {
+        let master = SrtpMaster {
+            profile,
+            key: vec![7; profile.key_len()],
+            salt: vec![9; profile.salt_len()],
+        };
+        let mut tx = SrtpStream::new(&master, true);
+        let mut rx = SrtpReceiver::new(&master);
         let mut seal = |roc: u32, ssrc: u32, seq: u16| {
             let mut packet = vec![0x80, 111];
             packet.extend(seq.to_be_bytes());
@@ -773,5 +907,13 @@ mod tests {
         assert_eq!(seqs(&mut rx, &seal(1, 5, 500)), Some(500));
         assert_eq!(rx.receive(&seal(1, 5, 3)), Received::Replayed);
         assert_eq!(seqs(&mut rx, &seal(1, 5, 499)), Some(499));
+        // Altered anywhere (header, payload or tag): refused, and the window does not move.
+        let good = seal(1, 5, 501);
+        for at in [1, 13, good.len() - 1] {
+            let mut altered = good.clone();
+            altered[at] ^= 0x40;
+            assert_eq!(rx.receive(&altered), Received::NotMine, "byte {at}");
+        }
+        assert_eq!(seqs(&mut rx, &good), Some(501));
     }
 }

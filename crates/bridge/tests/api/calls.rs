@@ -691,7 +691,7 @@ fn aiortc_python() -> String {
 /// calls in, sends a 440 Hz tone, and must hear it back through the echo agent.
 #[tokio::test]
 async fn an_aiortc_caller_hears_its_tone_back_through_the_echo_agent() {
-    let metrics = aiortc_echo_call(&[]).await;
+    let metrics = aiortc_echo_call(&[], &[]).await;
     for direction in ["in", "out"] {
         let name = format!("whatsapp_bridge_media_packets_fast_total{{direction=\"{direction}\"}}");
         assert_eq!(metric(&metrics, &name), 0.0, "str0m's paths unless asked");
@@ -703,15 +703,35 @@ async fn an_aiortc_caller_hears_its_tone_back_through_the_echo_agent() {
 /// decodes what we sent and finds its tone in it).
 #[tokio::test]
 async fn with_the_fast_paths_an_aiortc_caller_hears_its_tone_back() {
-    let metrics =
-        aiortc_echo_call(&[("RTC_FAST_RECEIVE", "true"), ("RTC_FAST_SEND", "true")]).await;
+    let metrics = aiortc_echo_call(
+        &[("RTC_FAST_RECEIVE", "true"), ("RTC_FAST_SEND", "true")],
+        &[],
+    )
+    .await;
+    assert_every_packet_took_the_fast_paths(&metrics);
+}
+
+/// The same on the other SRTP profile DTLS can settle on: the caller agrees only to AES-128
+/// in counter mode with HMAC-SHA1 (libsrtp), so the call connects on that profile or not at
+/// all, and our counter-mode encryption and tags must be what libsrtp expects.
+#[tokio::test]
+async fn with_the_fast_paths_on_aes_cm_an_aiortc_caller_hears_its_tone_back() {
+    let metrics = aiortc_echo_call(
+        &[("RTC_FAST_RECEIVE", "true"), ("RTC_FAST_SEND", "true")],
+        &["--srtp", "aes-cm"],
+    )
+    .await;
+    assert_every_packet_took_the_fast_paths(&metrics);
+}
+
+fn assert_every_packet_took_the_fast_paths(metrics: &str) {
     for direction in ["in", "out"] {
         let all = metric(
-            &metrics,
+            metrics,
             &format!("whatsapp_bridge_media_packets_total{{direction=\"{direction}\"}}"),
         );
         let fast = metric(
-            &metrics,
+            metrics,
             &format!("whatsapp_bridge_media_packets_fast_total{{direction=\"{direction}\"}}"),
         );
         assert!(all >= 100.0, "{direction}: {metrics}");
@@ -726,8 +746,9 @@ fn metric(page: &str, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("{name} is not in /metrics"))
 }
 
-/// The aiortc caller's call, with `env` on the bridge: returns `/metrics` after it ended.
-async fn aiortc_echo_call(env: &[(&'static str, &str)]) -> String {
+/// The aiortc caller's call, with `env` on the bridge and `caller_args` for the caller's
+/// script: returns `/metrics` after it ended.
+async fn aiortc_echo_call(env: &[(&'static str, &str)], caller_args: &[&str]) -> String {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
     let db = TestDb::sqlite();
@@ -738,6 +759,7 @@ async fn aiortc_echo_call(env: &[(&'static str, &str)]) -> String {
     );
     let mut child = tokio::process::Command::new(aiortc_python())
         .args([script, "--seconds", "3", "--frequency", "440"])
+        .args(caller_args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
