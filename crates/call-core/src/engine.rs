@@ -47,6 +47,7 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output as RtcOutput, Rt
 use crate::agent::{Agent, AgentKind, AgentPacket};
 use crate::dtmf::DtmfDetector;
 use crate::lifecycle::EndReason;
+use crate::quality::ReceiveQuality;
 use crate::sdp;
 use crate::srtp::{self, Received, SrtpReceiver, SrtpStream};
 
@@ -80,8 +81,8 @@ pub struct EngineConfig {
     pub ring_timeout: Duration,
     /// Decrypt incoming audio ourselves, with the keys str0m derived ([`crate::srtp`]),
     /// instead of through str0m's receive path: less work per packet. Off by default: str0m
-    /// then sees no incoming RTP on such a leg, so it reports no receive quality (RTCP
-    /// receiver reports about the stream, [`CallEvent::Quality`]).
+    /// then sees no incoming RTP on such a leg, so its RTCP receiver reports say nothing about
+    /// the stream ([`CallEvent::Quality`] is then computed by the engine itself).
     pub fast_receive: bool,
     /// Encrypt outgoing audio ourselves, with the keys str0m derived, and send it without
     /// str0m's send path (write, pacer, poll). Off by default: str0m then sends no RTP on such
@@ -258,6 +259,8 @@ struct Call {
     ice_lost_at: Option<Instant>,
     /// The fast receive path, once DTLS has given the leg its keys (`fast_receive`).
     fast_rx: Option<SrtpReceiver>,
+    /// What the fast receive path has received, for the quality reports str0m cannot make.
+    fast_quality: Option<ReceiveQuality>,
     /// The fast send path, once DTLS has given the leg its keys (`fast_send`) and the leg
     /// knows its audio stream.
     fast_tx: Option<FastSender>,
@@ -792,6 +795,7 @@ impl Engine {
             channel: None,
             ice_lost_at: None,
             fast_rx: None,
+            fast_quality: None,
             fast_tx: None,
             fast_tx_keys: None,
             keys_taken: false,
@@ -842,7 +846,7 @@ impl Engine {
             // The leg's SRTP keys are set up inside the poll that ends its DTLS handshake.
             if self.config.takes_keys() && !call.keys_taken {
                 if let Some(keys) = srtp::take_leg_keys() {
-                    call.take_keys(&keys, &self.config);
+                    call.take_keys(self.now, &keys, &self.config);
                 }
             }
             let output = match output {
@@ -914,7 +918,7 @@ impl Engine {
                     handle,
                     CallEvent::Quality {
                         loss: stats.loss,
-                        jitter: f64::from(stats.jitter) / 48_000.0,
+                        jitter: f64::from(stats.jitter) / f64::from(OPUS_CLOCK_RATE),
                     },
                 ));
             }
@@ -1005,22 +1009,35 @@ impl Engine {
         let Some(receiver) = call.fast_rx.as_mut() else {
             return false;
         };
-        let received = receiver.receive(contents);
-        if matches!(received, Received::Rtp { .. }) {
-            call.stats.packets_in_fast += 1;
-            self.totals.packets_in_fast += 1;
-        }
-        let (pt, timestamp, payload) = match received {
+        let (pt, timestamp, payload) = match receiver.receive(contents) {
             Received::Rtp {
                 pt,
+                index,
                 timestamp,
                 payload,
                 ..
-            } => (
-                Pt::new_with_value(pt),
-                timestamp,
-                Arc::<[u8]>::from(payload),
-            ),
+            } => {
+                call.stats.packets_in_fast += 1;
+                self.totals.packets_in_fast += 1;
+                // The user's side only, as str0m's own statistics are reported.
+                if let (Some(quality), Role::User { .. }) = (call.fast_quality.as_mut(), role) {
+                    quality.packet(now, index, timestamp);
+                    if let Some(report) = quality.report(now) {
+                        self.outputs.push_back(Output::Event(
+                            handle,
+                            CallEvent::Quality {
+                                loss: report.loss,
+                                jitter: report.jitter,
+                            },
+                        ));
+                    }
+                }
+                (
+                    Pt::new_with_value(pt),
+                    timestamp,
+                    Arc::<[u8]>::from(payload),
+                )
+            }
             Received::Replayed => return true,
             Received::NotMine => return false,
         };
@@ -1258,9 +1275,10 @@ impl Engine {
 
 impl Call {
     /// Sets up the fast paths the engine is configured for, with the keys DTLS gave the leg.
-    fn take_keys(&mut self, keys: &srtp::LegKeys, config: &EngineConfig) {
+    fn take_keys(&mut self, now: Instant, keys: &srtp::LegKeys, config: &EngineConfig) {
         if config.fast_receive {
             self.fast_rx = Some(SrtpReceiver::new(&keys.receive));
+            self.fast_quality = Some(ReceiveQuality::new(now, OPUS_CLOCK_RATE));
         }
         // The send stream's SSRC is known once the audio line is (`MediaAdded` may come after
         // DTLS): the sender is set up at the first write.
@@ -1409,6 +1427,9 @@ fn count_out(stats: &mut CallStats, totals: &mut CallStats, bytes: usize) {
     totals.packets_out += 1;
     totals.bytes_out += bytes as u64;
 }
+
+/// Opus's RTP clock (RFC 7587), whatever the audio's own sample rate.
+const OPUS_CLOCK_RATE: u32 = 48_000;
 
 /// A plain RTP header (RFC 3550 §5.1): version 2; no padding, extensions, CSRCs or marker.
 fn rtp_header(pt: u8, seq: u64, timestamp: u32, ssrc: u32) -> [u8; 12] {

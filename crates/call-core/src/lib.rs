@@ -25,6 +25,7 @@ pub mod agent;
 pub mod dtmf;
 pub mod engine;
 pub mod lifecycle;
+mod quality;
 pub mod sdp;
 pub mod srtp;
 

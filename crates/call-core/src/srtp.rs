@@ -430,6 +430,8 @@ pub enum Received<'a> {
         pt: u8,
         /// Sequence number.
         seq: u16,
+        /// RFC 3711's packet index: the rollover counter above the sequence number.
+        index: u64,
         /// RTP timestamp.
         timestamp: u32,
         /// The payload (padding removed).
@@ -519,6 +521,7 @@ impl SrtpReceiver {
         Received::Rtp {
             pt: self.plain[1] & 0x7f,
             seq,
+            index,
             timestamp: u32::from_be_bytes([
                 self.plain[4],
                 self.plain[5],

@@ -645,6 +645,45 @@ fn a_browser_offer_without_audio_is_refused_and_nothing_is_kept() {
 /// The scenarios that carry audio run three times: through str0m, with the engine's own
 /// receive path (`fast_receive`), and with its own send path too (`fast_send`). They must
 /// behave the same, and the fast paths must really be taken.
+/// The call's receive quality is reported every 5 s, from what really arrived: here one packet
+/// in ten is lost on the way.
+fn receive_quality_is_reported_from_what_arrived(sim: &mut Sim) {
+    let p = sim.add_peer("157.240.19.130:3480");
+    let call = sim.inbound_call(p, ECHO);
+    sim.run_until(Duration::from_secs(2), |s| {
+        s.peers[p].connected && s.events_of(call).contains(&&CallEvent::Connected)
+    });
+    sim.engine.start_media(sim.now, call).expect("call exists");
+    sim.drain_engine();
+    for i in 0..400 {
+        if i % 10 == 5 {
+            sim.peers[p].lose_one();
+            sim.run_for(Duration::from_millis(20));
+        } else {
+            sim.talk(p, 1, payload);
+        }
+    }
+    let reports: Vec<(Option<f32>, f64)> = sim
+        .events_of(call)
+        .into_iter()
+        .filter_map(|e| match e {
+            CallEvent::Quality { loss, jitter } => Some((*loss, *jitter)),
+            _ => None,
+        })
+        .collect();
+    assert!(!reports.is_empty(), "8 s of audio, no quality report");
+    let (loss, jitter) = *reports.last().expect("a report");
+    let loss = loss.expect("packets were expected");
+    assert!(
+        (0.05..=0.15).contains(&loss),
+        "one in ten lost: {reports:?}"
+    );
+    assert!(
+        jitter < 0.005,
+        "the virtual network is punctual: {reports:?}"
+    );
+}
+
 mod both_receive_paths {
     use super::*;
 
@@ -702,5 +741,6 @@ mod both_receive_paths {
         dtmf_is_reported_once_per_key_and_never_echoed,
         the_model_leg_gets_the_callers_audio_including_what_came_before_it_was_up,
         the_models_audio_reaches_the_caller_once_the_call_is_answered,
+        receive_quality_is_reported_from_what_arrived,
     );
 }

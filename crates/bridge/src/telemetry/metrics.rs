@@ -82,9 +82,9 @@ pub struct Metrics {
     /// `whatsapp_bridge_media_packets_fast_total{direction}`: packets the engine decrypted
     /// (`RTC_FAST_RECEIVE`) or encrypted and sent (`RTC_FAST_SEND`) itself.
     pub media_packets_fast: IntCounterVec,
-    /// `whatsapp_bridge_call_packet_loss_ratio`: per RTCP report, fraction lost.
+    /// `whatsapp_bridge_call_packet_loss_ratio`: every 5 s per call, fraction lost.
     pub call_packet_loss: Histogram,
-    /// `whatsapp_bridge_call_jitter_seconds`: per RTCP report, interarrival jitter.
+    /// `whatsapp_bridge_call_jitter_seconds`: every 5 s per call, interarrival jitter.
     pub call_jitter: Histogram,
     /// `whatsapp_bridge_call_dtmf_total`: key presses.
     pub call_dtmf: prometheus::IntCounter,
@@ -246,14 +246,14 @@ impl Metrics {
             call_packet_loss: Histogram::with_opts(
                 HistogramOpts::new(
                     "whatsapp_bridge_call_packet_loss_ratio",
-                    "Fraction of the user's audio packets lost, per RTCP receiver report (every 5 s per call).",
+                    "Fraction of the user's audio packets lost since the last report (RFC 3550), every 5 s per call.",
                 )
                 .buckets(vec![0.0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]),
             )?,
             call_jitter: Histogram::with_opts(
                 HistogramOpts::new(
                     "whatsapp_bridge_call_jitter_seconds",
-                    "Interarrival jitter of the user's audio, per RTCP receiver report.",
+                    "Interarrival jitter of the user's audio (RFC 3550), every 5 s per call.",
                 )
                 .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32]),
             )?,

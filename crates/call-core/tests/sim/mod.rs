@@ -112,6 +112,13 @@ impl Peer {
         answer.to_sdp_string()
     }
 
+    /// A packet lost on the way: its sequence number and 20 ms of RTP time are used up, and
+    /// nothing is sent.
+    pub fn lose_one(&mut self) {
+        self.seq += 1;
+        self.rtp_time = self.rtp_time.wrapping_add(960);
+    }
+
     /// Sends one 20 ms Opus packet with `payload` (or a DTMF packet with PT 126).
     pub fn send(&mut self, now: Instant, pt: u8, rtp_time: Option<u32>, payload: &[u8]) {
         let mid = self.mid.expect("negotiated");
