@@ -738,9 +738,11 @@ impl Engine {
         if let Some(cert) = &self.dtls_cert {
             config = config.set_dtls_cert(cert.clone());
         }
-        if self.config.takes_keys() {
-            config = config.set_crypto_provider(srtp::tapping_provider());
-        }
+        config = config.set_crypto_provider(if self.config.takes_keys() {
+            srtp::tapping_provider()
+        } else {
+            crate::crypto::provider()
+        });
         let codecs = config.codec_config();
         codecs.add_config(
             Pt::new_with_value(OPUS_PT),

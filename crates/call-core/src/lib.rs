@@ -22,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod crypto;
 pub mod dtmf;
 pub mod engine;
 pub mod lifecycle;

@@ -87,13 +87,13 @@ pub struct LegKeys {
     pub send: SrtpMaster,
 }
 
-/// A crypto provider for `RtcConfig::set_crypto_provider`: str0m's default (aws-lc-rs), with
+/// A crypto provider for `RtcConfig::set_crypto_provider`: [`crate::crypto::provider`], with
 /// the key derivation noted on the way (see the module docs). One for the whole process.
 pub fn tapping_provider() -> Arc<CryptoProvider> {
     static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
     PROVIDER
         .get_or_init(|| {
-            let inner = str0m::crypto::from_feature_flags();
+            let inner = crate::crypto::base();
             let tap: &'static KeyTap = Box::leak(Box::new(KeyTap {
                 inner: inner.srtp_provider,
             }));

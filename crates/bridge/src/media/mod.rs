@@ -449,8 +449,12 @@ impl Driver {
         let fd = self.socket.as_raw_fd();
         // The socket is edge-triggered: after a full burst, read on without waiting.
         let mut more_to_read = false;
+        // What the last wake-up did, and since when: timed until the thread waits again.
+        let mut work = Work::default();
+        let mut woke = Instant::now();
         loop {
             let deadline = self.drain(fd, &mut sender);
+            work.done(woke, &self.metrics);
             self.metrics
                 .active_calls
                 .set(i64::try_from(self.engine.active_calls()).unwrap_or(i64::MAX));
@@ -469,6 +473,7 @@ impl Driver {
                     break;
                 }
             }
+            woke = Instant::now();
             for event in &ready {
                 if event.token() == SOCKET {
                     more_to_read = true;
@@ -480,7 +485,10 @@ impl Driver {
             }
             loop {
                 match self.commands.try_recv() {
-                    Ok(command) => execute(&mut self.engine, command),
+                    Ok(command) => {
+                        work.commands += 1;
+                        execute(&mut self.engine, command);
+                    }
                     Err(mpsc::error::TryRecvError::Empty) => break,
                     Err(mpsc::error::TryRecvError::Disconnected) => {
                         self.shut_down(fd, &mut sender);
@@ -489,20 +497,23 @@ impl Driver {
                 }
             }
             if more_to_read {
-                more_to_read = self.receive_burst(fd, &mut receiver);
+                let (more, read) = self.receive_burst(fd, &mut receiver);
+                more_to_read = more;
+                work.datagrams += read;
             }
             let now = Instant::now();
             if deadline <= now {
+                work.timers = true;
                 self.engine.handle_timeout(now);
             }
         }
         self.shut_down(fd, &mut sender);
     }
 
-    /// Reads what is waiting, up to a burst; whether more may be waiting. A burst that is not
-    /// full emptied the queue, so no further read is spent learning that it is empty; a
-    /// datagram arriving later raises the edge again.
-    fn receive_burst(&mut self, fd: RawFd, receiver: &mut batch::Receiver) -> bool {
+    /// Reads what is waiting, up to a burst: whether more may be waiting, and how many were
+    /// read. A burst that is not full emptied the queue, so no further read is spent learning
+    /// that it is empty; a datagram arriving later raises the edge again.
+    fn receive_burst(&mut self, fd: RawFd, receiver: &mut batch::Receiver) -> (bool, usize) {
         let now = Instant::now();
         let engine = &mut self.engine;
         match receiver.receive(fd, |source, contents| {
@@ -510,13 +521,13 @@ impl Driver {
                 tracing::trace!(%source, bytes = contents.len(), "datagram for no call");
             }
         }) {
-            Ok(batch::Read::Datagrams(n)) => n == batch::BURST,
-            Ok(batch::Read::Empty) => false,
+            Ok(batch::Read::Datagrams(n)) => (n == batch::BURST, n),
+            Ok(batch::Read::Empty) => (false, 0),
             // ICMP port unreachable from a peer that went away surfaces here on Linux; what
             // is queued behind it is read on the next turn.
             Err(err) => {
                 tracing::debug!(error = %err, "media socket receive failed");
-                true
+                (true, 0)
             }
         }
     }
@@ -553,6 +564,36 @@ impl Driver {
                 }
             }
         }
+    }
+}
+
+/// What one wake-up of the media thread did: timed from the wake-up until the thread waits
+/// again, since every datagram arriving meanwhile waits that long.
+#[derive(Default)]
+struct Work {
+    datagrams: usize,
+    commands: usize,
+    timers: bool,
+}
+
+/// A wake-up this long is held up audio; it is logged with what it did, to tell whether calls
+/// being set up (commands, DTLS), bursts of datagrams or timers were the cause.
+const LONG_WAKE_UP: Duration = Duration::from_millis(1);
+
+impl Work {
+    fn done(&mut self, woke: Instant, metrics: &Metrics) {
+        let busy = woke.elapsed();
+        metrics.media_loop_busy.observe(busy.as_secs_f64());
+        if busy >= LONG_WAKE_UP {
+            tracing::debug!(
+                busy_us = busy.as_micros(),
+                datagrams = self.datagrams,
+                commands = self.commands,
+                timers = self.timers,
+                "the media thread was busy for a millisecond or more"
+            );
+        }
+        *self = Self::default();
     }
 }
 

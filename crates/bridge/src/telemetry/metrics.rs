@@ -82,6 +82,8 @@ pub struct Metrics {
     /// `whatsapp_bridge_media_packets_fast_total{direction}`: packets the engine decrypted
     /// (`RTC_FAST_RECEIVE`) or encrypted and sent (`RTC_FAST_SEND`) itself.
     pub media_packets_fast: IntCounterVec,
+    /// `whatsapp_bridge_media_loop_busy_seconds`: the media thread's work per wake-up.
+    pub media_loop_busy: Histogram,
     /// `whatsapp_bridge_call_packet_loss_ratio`: every 5 s per call, fraction lost.
     pub call_packet_loss: Histogram,
     /// `whatsapp_bridge_call_jitter_seconds`: every 5 s per call, interarrival jitter.
@@ -257,6 +259,15 @@ impl Metrics {
                 )
                 .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32]),
             )?,
+            media_loop_busy: Histogram::with_opts(
+                HistogramOpts::new(
+                    "whatsapp_bridge_media_loop_busy_seconds",
+                    "Time the media thread works per wake-up (datagrams, commands, timers) before it waits again: every packet that arrives meanwhile waits as long. A tail near 1 ms means audio is being held up.",
+                )
+                .buckets(vec![
+                    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05,
+                ]),
+            )?,
             media_packets_fast: counter(
                 "whatsapp_bridge_media_packets_fast_total",
                 "Packets on calls that took the fast paths: received (direction=in: audio, key presses, the voice model's audio; RTC_FAST_RECEIVE) and sent (direction=out: to users and to the voice model; RTC_FAST_SEND).",
@@ -359,6 +370,7 @@ impl Metrics {
             Box::new(self.media_packets.clone()),
             Box::new(self.media_bytes.clone()),
             Box::new(self.media_packets_fast.clone()),
+            Box::new(self.media_loop_busy.clone()),
             Box::new(self.call_packet_loss.clone()),
             Box::new(self.call_jitter.clone()),
             Box::new(self.call_dtmf.clone()),
