@@ -265,33 +265,28 @@ impl SrtpStream {
     pub fn new(master: &SrtpMaster, encrypt: bool) -> Self {
         let provider = str0m::crypto::from_feature_flags();
         let srtp = provider.srtp_provider;
+        // Each key's and salt's length comes from where it goes.
         let cipher = match master.profile {
-            SrtpProfile::AeadAes128Gcm => {
-                let mut key = [0; AeadAes128Gcm::KEY_LEN];
-                derive(srtp, master, LABEL_RTP_ENCRYPTION, &mut key);
-                Cipher::Gcm128 {
-                    salt: derived(srtp, master, LABEL_RTP_SALT),
-                    cipher: srtp.aead_aes_128_gcm().create_cipher(key, encrypt),
-                }
-            }
-            SrtpProfile::AeadAes256Gcm => {
-                let mut key = [0; AeadAes256Gcm::KEY_LEN];
-                derive(srtp, master, LABEL_RTP_ENCRYPTION, &mut key);
-                Cipher::Gcm256 {
-                    salt: derived(srtp, master, LABEL_RTP_SALT),
-                    cipher: srtp.aead_aes_256_gcm().create_cipher(key, encrypt),
-                }
-            }
-            SrtpProfile::Aes128CmSha1_80 => {
-                let mut key = [0; Aes128CmSha1_80::KEY_LEN];
-                derive(srtp, master, LABEL_RTP_ENCRYPTION, &mut key);
-                Cipher::CmSha1 {
-                    salt: derived(srtp, master, LABEL_RTP_SALT),
-                    cipher: srtp.aes_128_cm_sha1_80().create_cipher(key, encrypt),
-                    auth_key: derived(srtp, master, LABEL_RTP_AUTHENTICATION),
-                    hmac: provider.sha1_hmac_provider,
-                }
-            }
+            SrtpProfile::AeadAes128Gcm => Cipher::Gcm128 {
+                salt: derived(srtp, master, LABEL_RTP_SALT),
+                cipher: srtp
+                    .aead_aes_128_gcm()
+                    .create_cipher(derived(srtp, master, LABEL_RTP_ENCRYPTION), encrypt),
+            },
+            SrtpProfile::AeadAes256Gcm => Cipher::Gcm256 {
+                salt: derived(srtp, master, LABEL_RTP_SALT),
+                cipher: srtp
+                    .aead_aes_256_gcm()
+                    .create_cipher(derived(srtp, master, LABEL_RTP_ENCRYPTION), encrypt),
+            },
+            SrtpProfile::Aes128CmSha1_80 => Cipher::CmSha1 {
+                salt: derived(srtp, master, LABEL_RTP_SALT),
+                cipher: srtp
+                    .aes_128_cm_sha1_80()
+                    .create_cipher(derived(srtp, master, LABEL_RTP_ENCRYPTION), encrypt),
+                auth_key: derived(srtp, master, LABEL_RTP_AUTHENTICATION),
+                hmac: provider.sha1_hmac_provider,
+            },
         };
         Self { cipher }
     }
