@@ -226,6 +226,16 @@ async fn an_inbound_call_is_answered_and_the_caller_hears_their_own_audio() {
         metrics.contains("whatsapp_bridge_call_dtmf_total 1"),
         "{metrics}"
     );
+    // The media thread timed its wake-ups while it carried the call.
+    let wake_ups: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("whatsapp_bridge_media_loop_busy_seconds_count "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no media loop timing: {metrics}"));
+    assert!(
+        wake_ups >= 50.0,
+        "{wake_ups} wake-ups timed for a call of 50 packets each way"
+    );
     assert!(
         metrics.contains("whatsapp_bridge_active_calls 0"),
         "{metrics}"
