@@ -328,8 +328,25 @@ impl Shared {
             .observe(since.elapsed().as_secs_f64());
     }
 
-    /// Counts an ended call. Callers count before they record the end, so that whoever sees
-    /// the call ended in the store finds it in the metrics as well.
+    /// Records how a call ended and counts it. Counted first, so that whoever sees the call
+    /// ended in the store finds it in the metrics as well.
+    pub(crate) async fn record_end(&self, id: &str, ending: Ending) {
+        self.count_end(
+            ending.direction,
+            ending.channel,
+            ending.reason,
+            ending.answered_at,
+        );
+        self.record(
+            id,
+            CallSignal::Ended(ending.reason),
+            ending.duration_secs,
+            ending.error_code,
+        )
+        .await;
+    }
+
+    /// Counts an ended call (one that has no record: [`Shared::record_end`] otherwise).
     pub(crate) fn count_end(
         &self,
         direction: CallDirection,
@@ -346,6 +363,34 @@ impl Shared {
                 .call_duration
                 .with_label_values(&[direction.as_str(), channel.as_str()])
                 .observe(answered.elapsed().as_secs_f64());
+        }
+    }
+}
+
+/// How a call ended: what [`Shared::record_end`] writes and counts.
+pub(crate) struct Ending {
+    pub(crate) direction: CallDirection,
+    pub(crate) channel: CallChannel,
+    pub(crate) reason: EndReason,
+    pub(crate) answered_at: Option<Instant>,
+    pub(crate) duration_secs: Option<i64>,
+    pub(crate) error_code: Option<i64>,
+}
+
+impl Ending {
+    /// A call that ended before it was answered, with no error code from WhatsApp.
+    pub(crate) fn unanswered(
+        direction: CallDirection,
+        channel: CallChannel,
+        reason: EndReason,
+    ) -> Self {
+        Self {
+            direction,
+            channel,
+            reason,
+            answered_at: None,
+            duration_secs: None,
+            error_code: None,
         }
     }
 }
@@ -654,14 +699,15 @@ impl CallEvents for Calls {
                         &format!("{active} calls in progress (MAX_CONCURRENT_CALLS)"),
                     )
                     .await;
-                    self.shared.count_end(
-                        CallDirection::Inbound,
-                        CallChannel::WhatsApp,
-                        EndReason::RefusedByUs,
-                        None,
-                    );
                     self.shared
-                        .record(&id, CallSignal::Ended(EndReason::RefusedByUs), None, None)
+                        .record_end(
+                            &id,
+                            Ending::unanswered(
+                                CallDirection::Inbound,
+                                CallChannel::WhatsApp,
+                                EndReason::RefusedByUs,
+                            ),
+                        )
                         .await;
                     return Ok(Handled::Done);
                 }

@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::feed::FeedKind;
 use super::voice::{Voice, VoiceMsg};
-use super::{PhoneCallError, PlaceCallError, Shared};
+use super::{Ending, PhoneCallError, PlaceCallError, Shared};
 use crate::domain::{CallChannel, CallStatusKind, UserId, WaCallId, WaId};
 use crate::media::MediaError;
 use crate::store::{CallRecord, NewCall, NewCallEvent, Reminder, User};
@@ -276,18 +276,18 @@ pub(crate) async fn start_outbound(
         Err(err) => {
             tracing::warn!(call_id = id, error = %err, "WhatsApp refused the call");
             shared.media.hang_up(handle, EndReason::RefusedByUs).await;
-            shared.count_end(
+            let ending = Ending::unanswered(
                 CallDirection::Outbound,
                 CallChannel::WhatsApp,
                 EndReason::Failed,
-                None,
             );
             shared
-                .record(
+                .record_end(
                     id,
-                    CallSignal::Ended(EndReason::Failed),
-                    None,
-                    graph_code(&err),
+                    Ending {
+                        error_code: graph_code(&err),
+                        ..ending
+                    },
                 )
                 .await;
             return Err(err.into());
@@ -347,14 +347,15 @@ async fn refuse(
     if let Err(err) = graph.reject(wa).await {
         tracing::warn!(call_id = id, error = %err, "could not reject the call");
     }
-    shared.count_end(
-        CallDirection::Inbound,
-        CallChannel::WhatsApp,
-        EndReason::RefusedByUs,
-        None,
-    );
     shared
-        .record(id, CallSignal::Ended(EndReason::RefusedByUs), None, None)
+        .record_end(
+            id,
+            Ending::unanswered(
+                CallDirection::Inbound,
+                CallChannel::WhatsApp,
+                EndReason::RefusedByUs,
+            ),
+        )
         .await;
     shared.forget(id);
 }
@@ -402,14 +403,18 @@ async fn run_live(shared: &Shared, mut live: Live, rx: &mut mpsc::UnboundedRecei
                         (reason, duration, None)
                     }
                 };
-                shared.count_end(
-                    live.direction,
-                    live.line.channel(),
-                    reason,
-                    live.answered_at,
-                );
                 shared
-                    .record(&live.id, CallSignal::Ended(reason), duration, error)
+                    .record_end(
+                        &live.id,
+                        Ending {
+                            direction: live.direction,
+                            channel: live.line.channel(),
+                            reason,
+                            answered_at: live.answered_at,
+                            duration_secs: duration,
+                            error_code: error,
+                        },
+                    )
                     .await;
                 if let Some(voice) = &live.voice {
                     let usage = voice.usage();
@@ -606,9 +611,11 @@ pub(crate) async fn start_test_phone(
     let refused = |reason: EndReason| {
         let shared = shared.clone();
         async move {
-            shared.count_end(CallDirection::Inbound, CallChannel::TestPhone, reason, None);
             shared
-                .record(id, CallSignal::Ended(reason), None, None)
+                .record_end(
+                    id,
+                    Ending::unanswered(CallDirection::Inbound, CallChannel::TestPhone, reason),
+                )
                 .await;
         }
     };
