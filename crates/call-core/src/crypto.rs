@@ -25,24 +25,25 @@ pub fn provider() -> Arc<CryptoProvider> {
     PROVIDER.get_or_init(|| Arc::new(base())).clone()
 }
 
-/// str0m's provider with the shared DTLS configuration, for wrapping further.
+/// str0m's provider with the shared DTLS configuration, for wrapping further (the key-taking
+/// provider of [`crate::srtp`] shares the same configuration).
 pub(crate) fn base() -> CryptoProvider {
+    static DTLS: OnceLock<&'static dyn DtlsProvider> = OnceLock::new();
     let inner = str0m::crypto::from_feature_flags();
-    let dtls = match dimpl::Config::builder().use_server_cookie(false).build() {
-        Ok(config) => {
-            let shared: &'static SharedDtlsConfig = Box::leak(Box::new(SharedDtlsConfig {
+    let dtls = *DTLS.get_or_init(|| {
+        match dimpl::Config::builder().use_server_cookie(false).build() {
+            Ok(config) => Box::leak(Box::new(SharedDtlsConfig {
                 inner: inner.dtls_provider,
                 config: Arc::new(config),
-            }));
-            shared as &'static dyn DtlsProvider
+            })),
+            // The same build str0m does per leg: if it fails here it fails there too, and
+            // str0m reports it for each leg.
+            Err(err) => {
+                tracing::warn!(error = %err, "no shared DTLS configuration; each call builds its own");
+                inner.dtls_provider
+            }
         }
-        // The same build str0m does per leg: if it fails here it fails there too, and str0m
-        // reports it for each leg.
-        Err(err) => {
-            tracing::warn!(error = %err, "no shared DTLS configuration; each call builds its own");
-            inner.dtls_provider
-        }
-    };
+    });
     CryptoProvider {
         dtls_provider: dtls,
         ..inner

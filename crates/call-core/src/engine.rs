@@ -1083,10 +1083,7 @@ impl Engine {
                 .push_back(Output::Event(handle, CallEvent::MediaStarted));
         }
         call.last_media = Some(now);
-        call.stats.packets_in += 1;
-        call.stats.bytes_in += payload.len() as u64;
-        self.totals.packets_in += 1;
-        self.totals.bytes_in += payload.len() as u64;
+        count_in(&mut call.stats, &mut self.totals, payload.len());
         call.agent.caller_audio(now, rtp_time, payload);
     }
 
@@ -1108,10 +1105,7 @@ impl Engine {
         }
         let first = leg.last_media.is_none();
         leg.last_media = Some(now);
-        leg.stats.packets_in += 1;
-        leg.stats.bytes_in += payload.len() as u64;
-        self.totals.packets_in += 1;
-        self.totals.bytes_in += payload.len() as u64;
+        count_in(&mut leg.stats, &mut self.totals, payload.len());
         if let Some(user_leg) = self.calls.get_mut(&user) {
             user_leg.agent.model_audio(rtp_time, payload);
         }
@@ -1152,20 +1146,7 @@ impl Engine {
         if let Some(user_leg) = self.calls.get_mut(&user) {
             user_leg.agent.take_for_model(&mut self.agent_out);
         }
-        if self.agent_out.is_empty() {
-            return;
-        }
-        let Some(leg) = self.calls.get_mut(&model) else {
-            return;
-        };
-        let to_str0m = write_audio(
-            leg,
-            &mut self.agent_out,
-            now,
-            &mut self.totals,
-            &mut self.outputs,
-        );
-        self.after_write(model, to_str0m);
+        self.send_agent_out(model, now);
     }
 
     /// Sends what the agent has due.
@@ -1178,22 +1159,27 @@ impl Engine {
         }
         self.agent_out.clear();
         call.agent.poll(now, &mut self.agent_out);
+        self.send_agent_out(handle, now);
+    }
+
+    /// Writes what was gathered in `agent_out` on leg `handle`'s audio stream.
+    fn send_agent_out(&mut self, handle: CallHandle, now: Instant) {
         if self.agent_out.is_empty() {
             return;
         }
+        let Some(leg) = self.calls.get_mut(&handle) else {
+            return;
+        };
         let to_str0m = write_audio(
-            call,
+            leg,
             &mut self.agent_out,
             now,
             &mut self.totals,
             &mut self.outputs,
         );
-        self.after_write(handle, to_str0m);
-    }
-
-    /// str0m has something to send only if the audio went through it; on the fast send path
-    /// asking it (a poll of every part of its stack) would be work for nothing on every packet.
-    fn after_write(&mut self, handle: CallHandle, to_str0m: bool) {
+        // str0m has something to send only if the audio went through it; on the fast send
+        // path asking it (a poll of every part of its stack) would be work for nothing on every
+        // packet.
         if to_str0m {
             self.drain(handle);
         } else {
@@ -1423,6 +1409,15 @@ fn write_audio(
     true
 }
 
+/// A received audio packet, on the leg's and the engine's counts.
+fn count_in(stats: &mut CallStats, totals: &mut CallStats, bytes: usize) {
+    stats.packets_in += 1;
+    stats.bytes_in += bytes as u64;
+    totals.packets_in += 1;
+    totals.bytes_in += bytes as u64;
+}
+
+/// A sent audio packet, on the leg's and the engine's counts.
 fn count_out(stats: &mut CallStats, totals: &mut CallStats, bytes: usize) {
     stats.packets_out += 1;
     stats.bytes_out += bytes as u64;
