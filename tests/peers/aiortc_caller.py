@@ -8,7 +8,8 @@ stdin/stdout, one JSON object per line:
     -> {"offer": "<sdp>"}            the offer to put in a WhatsApp connect webhook
     <- {"answer": "<sdp>"}           the bridge's answer (from the Graph accept request)
     -> {"connected": true}           ICE and DTLS are up
-    -> {"result": {...}}             after --seconds of tone: what came back
+    -> {"result": {...}}             after --seconds of tone: what came back, and what the
+                                     bridge's RTCP reports said (`reports`)
 
 Only 127.0.0.1 is used: aioice leaves loopback out of its host candidates, so the gathering
 is pointed at it (test traffic stays on loopback).
@@ -83,6 +84,26 @@ def analyse(samples: array.array, channels: int) -> dict:
     return {"rms": rms, "frequency": frequency, "samples": len(mono)}
 
 
+async def reports(pc: RTCPeerConnection) -> dict:
+    """What the bridge's RTCP reports told aiortc: its receiver reports about our tone
+    (`remote-inbound-rtp`: loss, and the round trip aiortc works out from the report's echo of
+    its last sender report) and its sender reports about the echo (`remote-outbound-rtp`)."""
+    found = {"remote_inbound": None, "remote_outbound": None}
+    for stats in (await pc.getStats()).values():
+        if stats.type == "remote-inbound-rtp":
+            found["remote_inbound"] = {
+                "packets_lost": stats.packetsLost,
+                "fraction_lost": stats.fractionLost,
+                "round_trip_time": stats.roundTripTime,
+            }
+        elif stats.type == "remote-outbound-rtp":
+            found["remote_outbound"] = {
+                "packets_sent": stats.packetsSent,
+                "bytes_sent": stats.bytesSent,
+            }
+    return found
+
+
 def say(message: dict) -> None:
     sys.stdout.write(json.dumps(message) + "\n")
     sys.stdout.flush()
@@ -142,7 +163,7 @@ async def main() -> None:
         channels = len(frame.layout.channels)
         collected.frombytes(bytes(frame.planes[0])[: frame.samples * channels * 2])
 
-    result = {"frames": frames, **analyse(collected, channels)}
+    result = {"frames": frames, **analyse(collected, channels), **await reports(pc)}
     say({"result": result})
     await pc.close()
 

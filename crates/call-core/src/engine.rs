@@ -48,8 +48,9 @@ use crate::agent::{Agent, AgentKind, AgentPacket};
 use crate::dtmf::DtmfDetector;
 use crate::lifecycle::EndReason;
 use crate::quality::ReceiveQuality;
+use crate::rtcp;
 use crate::sdp;
-use crate::srtp::{self, Received, SrtpReceiver, SrtpStream};
+use crate::srtp::{self, Received, SrtcpStream, SrtpReceiver, SrtpStream};
 
 /// WhatsApp's Opus payload type, and the one we offer.
 pub const OPUS_PT: u8 = 111;
@@ -266,28 +267,190 @@ struct Call {
     fast_tx: Option<FastSender>,
     /// The send keys, until the fast send path is set up with them.
     fast_tx_keys: Option<srtp::SrtpMaster>,
+    /// The fast paths' corrections to str0m's reports, once DTLS has given the leg its keys.
+    fast_reports: Option<FastReports>,
     /// Whether DTLS has given this leg its keys yet (they are taken once).
     keys_taken: bool,
     /// Where str0m last sent this leg's datagrams: the nominated ICE pair's remote end.
     remote: Option<SocketAddr>,
 }
 
-/// What the fast send path needs: the leg's send keys and its audio stream's SSRC.
+/// What the fast send path needs: the leg's send keys and its audio stream's SSRC; and what
+/// it has sent, for the sender reports.
 struct FastSender {
     stream: SrtpStream,
     ssrc: u32,
+    packets: u32,
+    octets: u32,
+    /// The RTP time of the last packet sent, and when it went.
+    last: Option<(u32, Instant)>,
+    /// The header extensions str0m would have written.
+    extensions: Option<HeaderExtensions>,
+    /// Scratch space for a packet's header.
+    header: Vec<u8>,
 }
 
 impl FastSender {
     /// The sender for the audio stream `mid` of `rtc`; `None` (str0m sends) when the stream is
     /// not there.
-    fn new(rtc: &mut Rtc, mid: Mid, keys: &srtp::SrtpMaster) -> Option<Self> {
+    fn new(rtc: &mut Rtc, mid: Mid, keys: &srtp::SrtpMaster, now: Instant) -> Option<Self> {
+        let extensions = rtc
+            .media(mid)
+            .and_then(|media| HeaderExtensions::new(media.remote_extmap(), mid, now));
         let mut api = rtc.direct_api();
         let ssrc = *api.stream_tx_by_mid(mid, None)?.ssrc();
         Some(Self {
             stream: SrtpStream::new(keys, true),
             ssrc,
+            packets: 0,
+            octets: 0,
+            last: None,
+            extensions,
+            header: Vec::with_capacity(32),
         })
+    }
+
+    /// Encrypts one packet of `payload` into `out`: a plain header (see [`rtp_header`]) with
+    /// the negotiated extensions, the leg's sequence number `seq` and the RTP time.
+    fn seal(
+        &mut self,
+        now: Instant,
+        pt: u8,
+        seq: u64,
+        rtp_time: u32,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+    ) -> bool {
+        self.header.clear();
+        self.header
+            .extend_from_slice(&rtp_header(pt, seq, rtp_time, self.ssrc));
+        if let Some(extensions) = self.extensions.as_mut() {
+            self.header[0] |= 0x10;
+            self.header.extend_from_slice(extensions.stamped(now));
+        }
+        let roc = u32::try_from(seq >> 16).unwrap_or(u32::MAX);
+        let sealed = self
+            .stream
+            .protect_parts(roc, &self.header, payload, out)
+            .is_ok();
+        if sealed {
+            self.sent_one(now, rtp_time, payload.len());
+        }
+        sealed
+    }
+
+    /// A packet of `payload_len` bytes at RTP time `rtp_time` went out.
+    fn sent_one(&mut self, now: Instant, rtp_time: u32, payload_len: usize) {
+        // RFC 3550 keeps both counts modulo 2^32.
+        self.packets = self.packets.wrapping_add(1);
+        self.octets = self.octets.wrapping_add(payload_len as u32);
+        self.last = Some((rtp_time, now));
+    }
+
+    /// What a sender report sent now should say about the stream.
+    fn sent(&self, now: Instant) -> rtcp::Sent {
+        rtcp::Sent {
+            ssrc: self.ssrc,
+            packets: self.packets,
+            octets: self.octets,
+            // The audio's clock ran on since the last packet.
+            rtp_time: self.last.map(|(rtp_time, at)| {
+                let since = now.saturating_duration_since(at).as_secs_f64();
+                rtp_time.wrapping_add((since * f64::from(OPUS_CLOCK_RATE)) as u32)
+            }),
+        }
+    }
+}
+
+/// The header extensions str0m writes on the audio it sends, when the answer negotiated them
+/// (`sdp`: mid and abs-send-time; WhatsApp's captured offers negotiate none), so the fast send
+/// path's packets say what str0m's would. RFC 8285's one-byte form, or the two-byte form when
+/// an id or the mid needs it. (str0m stops sending the mid once the peer has reported on the
+/// stream; sending it on, as older libwebrtc did, is allowed and costs two bytes.)
+struct HeaderExtensions {
+    /// The extension block: profile and length words, then the elements, padded to 32 bits.
+    block: Vec<u8>,
+    /// Where abs-send-time's three bytes are in `block`.
+    abs_send_time_at: Option<usize>,
+    /// abs-send-time counts from here: receivers use only its differences.
+    epoch: Instant,
+}
+
+impl HeaderExtensions {
+    fn new(map: &str0m::rtp::ExtensionMap, mid: Mid, now: Instant) -> Option<Self> {
+        let mut elements: Vec<(u8, &[u8])> = Vec::new();
+        if let Some(id) = map.id_of(Extension::RtpMid) {
+            elements.push((id, mid.as_bytes()));
+        }
+        let abs_send_time_id = map.id_of(Extension::AbsoluteSendTime);
+        if let Some(id) = abs_send_time_id {
+            elements.push((id, &[0; 3]));
+        }
+        if elements.is_empty() {
+            return None;
+        }
+        let one_byte = elements
+            .iter()
+            .all(|(id, data)| (1..=14).contains(id) && (1..=16).contains(&data.len()));
+        let mut block: Vec<u8> = if one_byte {
+            vec![0xbe, 0xde, 0, 0]
+        } else {
+            vec![0x10, 0x00, 0, 0]
+        };
+        let mut abs_send_time_at = None;
+        for (id, data) in elements {
+            let len = u8::try_from(data.len()).ok()?;
+            if one_byte {
+                block.push((id << 4) | (len - 1));
+            } else {
+                block.extend_from_slice(&[id, len]);
+            }
+            if Some(id) == abs_send_time_id {
+                abs_send_time_at = Some(block.len());
+            }
+            block.extend_from_slice(data);
+        }
+        while block.len() % 4 != 0 {
+            block.push(0);
+        }
+        let words = u16::try_from(block.len() / 4 - 1).ok()?;
+        block[2..4].copy_from_slice(&words.to_be_bytes());
+        Some(Self {
+            block,
+            abs_send_time_at,
+            epoch: now,
+        })
+    }
+
+    /// The block, with abs-send-time set to `now`: seconds in 6.18 fixed point, modulo 64 s.
+    fn stamped(&mut self, now: Instant) -> &[u8] {
+        if let Some(at) = self.abs_send_time_at {
+            let since = now.saturating_duration_since(self.epoch).as_secs_f64();
+            let fixed = ((since * f64::from(1u32 << 18)) as u64 & 0xff_ffff) as u32;
+            self.block[at..at + 3].copy_from_slice(&fixed.to_be_bytes()[1..]);
+        }
+        &self.block
+    }
+}
+
+/// A leg's reports on the fast paths: str0m's opened, corrected ([`rtcp::correct`]) and sealed
+/// again under their own SRTCP index; the peer's read for the time of its sender reports,
+/// which our reception report block echoes so the peer can work out the round trip.
+struct FastReports {
+    open_ours: SrtcpStream,
+    seal_ours: SrtcpStream,
+    open_theirs: SrtcpStream,
+    plain: Vec<u8>,
+}
+
+impl FastReports {
+    fn new(keys: &srtp::LegKeys) -> Self {
+        Self {
+            open_ours: SrtcpStream::new(&keys.send, false),
+            seal_ours: SrtcpStream::new(&keys.send, true),
+            open_theirs: SrtcpStream::new(&keys.receive, false),
+            plain: Vec::with_capacity(256),
+        }
     }
 }
 
@@ -641,6 +804,7 @@ impl Engine {
         if self.receive_fast(now, source, contents) {
             return true;
         }
+        self.read_peer_report(now, source, contents);
         let Ok(receive) = Receive::new(Protocol::Udp, source, self.config.host, contents) else {
             return false;
         };
@@ -800,6 +964,7 @@ impl Engine {
             fast_quality: None,
             fast_tx: None,
             fast_tx_keys: None,
+            fast_reports: None,
             keys_taken: false,
             remote: None,
         };
@@ -872,9 +1037,11 @@ impl Engine {
                 }
                 RtcOutput::Transmit(transmit) => {
                     call.remote = Some(transmit.destination);
+                    let mut contents = transmit.contents.into();
+                    call.correct_report(self.now, &mut contents);
                     self.outputs.push_back(Output::Transmit {
                         destination: transmit.destination,
-                        contents: transmit.contents.into(),
+                        contents,
                     });
                 }
                 RtcOutput::Event(event) => self.on_rtc_event(handle, event),
@@ -1021,9 +1188,11 @@ impl Engine {
             } => {
                 call.stats.packets_in_fast += 1;
                 self.totals.packets_in_fast += 1;
+                if let Some(quality) = call.fast_quality.as_mut() {
+                    quality.packet(now, index, timestamp);
+                }
                 // The user's side only, as str0m's own statistics are reported.
                 if let (Some(quality), Role::User { .. }) = (call.fast_quality.as_mut(), role) {
-                    quality.packet(now, index, timestamp);
                     if let Some(report) = quality.report(now) {
                         self.outputs.push_back(Output::Event(
                             handle,
@@ -1058,6 +1227,37 @@ impl Engine {
         // so no drain has rescheduled the call.
         self.reschedule(user);
         true
+    }
+
+    /// A peer's RTCP on a leg whose audio the fast receive path takes: the time of its sender
+    /// report is noted for our reception report block. str0m still handles the datagram.
+    fn read_peer_report(&mut self, now: Instant, source: SocketAddr, contents: &[u8]) {
+        if !self.config.fast_receive || !rtcp::is_rtcp(contents) {
+            return;
+        }
+        let Some(call) = self
+            .by_remote
+            .get(&source)
+            .and_then(|handle| self.calls.get_mut(handle))
+        else {
+            return;
+        };
+        let (Some(reports), Some(quality), Some(ssrc)) = (
+            call.fast_reports.as_mut(),
+            call.fast_quality.as_mut(),
+            call.fast_rx.as_ref().and_then(SrtpReceiver::ssrc),
+        ) else {
+            return;
+        };
+        if reports
+            .open_theirs
+            .unprotect(contents, &mut reports.plain)
+            .is_ok()
+        {
+            if let Some(ntp_middle) = rtcp::sender_report_time(&reports.plain, ssrc) {
+                quality.sender_report(now, ntp_middle);
+            }
+        }
     }
 
     /// Audio (or a key press) from the user's side of a call.
@@ -1273,7 +1473,39 @@ impl Call {
         if config.fast_send {
             self.fast_tx_keys = Some(keys.send.clone());
         }
+        self.fast_reports = Some(FastReports::new(keys));
         self.keys_taken = true;
+    }
+
+    /// Corrects a report str0m is sending on this leg for the audio the fast paths carried
+    /// ([`rtcp`]); other datagrams, and legs off the fast paths, are left alone.
+    fn correct_report(&mut self, now: Instant, contents: &mut Vec<u8>) {
+        let Some(reports) = self.fast_reports.as_mut() else {
+            return;
+        };
+        if !rtcp::is_rtcp(contents) {
+            return;
+        }
+        let Ok(word) = reports.open_ours.unprotect(contents, &mut reports.plain) else {
+            return;
+        };
+        let sent = self.fast_tx.as_ref().map(|fast| fast.sent(now));
+        let block = match (self.fast_quality.as_mut(), self.fast_rx.as_ref()) {
+            (Some(quality), Some(receiver)) => receiver
+                .ssrc()
+                .and_then(|ssrc| quality.report_block(now, ssrc)),
+            _ => None,
+        };
+        if rtcp::correct(&mut reports.plain, sent.as_ref(), block.as_ref()) {
+            let mut sealed = Vec::new();
+            if reports
+                .seal_ours
+                .protect(word, &reports.plain, &mut sealed)
+                .is_ok()
+            {
+                *contents = sealed;
+            }
+        }
     }
 
     /// Reads the payload types the negotiation settled on.
@@ -1358,7 +1590,7 @@ fn write_audio(
     };
     let pt = leg.opus_pt;
     if let Some(keys) = leg.fast_tx_keys.take() {
-        leg.fast_tx = FastSender::new(&mut leg.rtc, mid, &keys);
+        leg.fast_tx = FastSender::new(&mut leg.rtc, mid, &keys, now);
     }
     if let (Some(fast), Some(remote)) = (leg.fast_tx.as_mut(), leg.remote) {
         // The fast send path: the packet is ours from header to tag. str0m sends no RTP on
@@ -1366,19 +1598,16 @@ fn write_audio(
         for packet in packets.drain(..) {
             leg.out_seq += 1;
             count_out(&mut leg.stats, totals, packet.payload.len());
-            let header = rtp_header(
+            let rtp_time = leg.out_time_base.wrapping_add(packet.rtp_time);
+            let mut contents = Vec::new();
+            if fast.seal(
+                now,
                 *pt,
                 leg.out_seq,
-                leg.out_time_base.wrapping_add(packet.rtp_time),
-                fast.ssrc,
-            );
-            let roc = u32::try_from(leg.out_seq >> 16).unwrap_or(u32::MAX);
-            let mut contents = Vec::new();
-            if fast
-                .stream
-                .protect_parts(roc, &header, &packet.payload, &mut contents)
-                .is_ok()
-            {
+                rtp_time,
+                &packet.payload,
+                &mut contents,
+            ) {
                 leg.stats.packets_out_fast += 1;
                 totals.packets_out_fast += 1;
                 outputs.push_back(Output::Transmit {
@@ -1474,3 +1703,45 @@ impl std::fmt::Debug for Engine {
 
 /// Payload bytes as the engine shares them between legs.
 pub type Payload = Arc<[u8]>;
+
+#[cfg(test)]
+mod tests {
+    use str0m::rtp::ExtensionMap;
+
+    use super::*;
+
+    fn map(extensions: &[(u8, Extension)]) -> ExtensionMap {
+        let mut map = ExtensionMap::empty();
+        for (id, extension) in extensions {
+            map.set(*id, extension.clone());
+        }
+        map
+    }
+
+    #[test]
+    fn header_extensions_take_the_one_byte_form_when_they_fit_and_stamp_the_send_time() {
+        let start = Instant::now();
+        let negotiated = map(&[(4, Extension::RtpMid), (2, Extension::AbsoluteSendTime)]);
+        let mut extensions =
+            HeaderExtensions::new(&negotiated, Mid::from("0"), start).expect("negotiated");
+        let second = start + Duration::from_millis(1500);
+        assert_eq!(
+            extensions.stamped(second),
+            // RFC 8285 one-byte form, two words: mid "0", then 1.5 s in 6.18 fixed point.
+            &[0xbe, 0xde, 0, 2, 0x40, b'0', 0x22, 0x06, 0x00, 0x00, 0, 0]
+        );
+        assert!(HeaderExtensions::new(&map(&[]), Mid::from("0"), start).is_none());
+    }
+
+    #[test]
+    fn header_extensions_take_the_two_byte_form_for_an_id_above_14() {
+        let start = Instant::now();
+        let negotiated = map(&[(15, Extension::RtpMid)]);
+        let mut extensions =
+            HeaderExtensions::new(&negotiated, Mid::from("audio"), start).expect("negotiated");
+        assert_eq!(
+            extensions.stamped(start),
+            &[0x10, 0x00, 0, 2, 15, 5, b'a', b'u', b'd', b'i', b'o', 0]
+        );
+    }
+}

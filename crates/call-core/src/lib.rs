@@ -17,7 +17,8 @@
 //! - [`dtmf`]: RFC 4733 key presses.
 //! - [`srtp`]: the SRTP keys str0m derives, taken through its crypto provider, and RTP
 //!   protection with them: the engine's optional fast paths for audio
-//!   (`EngineConfig::fast_receive`, `fast_send`).
+//!   (`EngineConfig::fast_receive`, `fast_send`), and SRTCP for the reports those paths
+//!   correct (`rtcp`, private: str0m's reports made true for audio it never saw).
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -27,6 +28,7 @@ pub mod dtmf;
 pub mod engine;
 pub mod lifecycle;
 mod quality;
+mod rtcp;
 pub mod sdp;
 pub mod srtp;
 

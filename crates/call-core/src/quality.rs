@@ -3,8 +3,12 @@
 //! [`crate::CallEvent::Quality`] on its own path) say nothing about it. The same figures are
 //! kept here, the way RFC 3550 defines them for receiver reports: the fraction of packets lost
 //! since the last report (§6.4.1, Appendix A.3) and the interarrival jitter (Appendix A.8).
+//! The same counts fill the reception report block of the leg's RTCP receiver reports
+//! ([`crate::rtcp`]), which keep their own interval: str0m decides when those go out.
 
 use std::time::{Duration, Instant};
+
+use crate::rtcp::ReportBlock;
 
 /// How often a report is due: as often as str0m's own statistics on the usual path.
 pub(crate) const REPORT_INTERVAL: Duration = Duration::from_secs(5);
@@ -19,8 +23,12 @@ pub(crate) struct ReceiveQuality {
     base: Option<u64>,
     highest: u64,
     received: u64,
-    expected_prior: u64,
-    received_prior: u64,
+    /// Since the last quality report.
+    reported: Interval,
+    /// Since the last reception report block.
+    blocked: Interval,
+    /// The peer's last sender report: the middle of its NTP time, and when it came.
+    last_sender_report: Option<(u32, Instant)>,
     /// The last packet's relative transit time (arrival minus RTP time), in clock units.
     transit: Option<u32>,
     /// In clock units, as RFC 3550 keeps it (smoothed by 1/16).
@@ -46,8 +54,9 @@ impl ReceiveQuality {
             base: None,
             highest: 0,
             received: 0,
-            expected_prior: 0,
-            received_prior: 0,
+            reported: Interval::default(),
+            blocked: Interval::default(),
+            last_sender_report: None,
             transit: None,
             jitter: 0.0,
             next_report: now + REPORT_INTERVAL,
@@ -80,19 +89,76 @@ impl ReceiveQuality {
             return None;
         }
         self.next_report = now + REPORT_INTERVAL;
-        let base = self.base?;
-        let expected = self.highest - base + 1;
-        let expected_interval = expected - self.expected_prior;
-        let received_interval = self.received - self.received_prior;
-        self.expected_prior = expected;
-        self.received_prior = self.received;
-        // Duplicates can make more arrive than were expected: that interval lost nothing.
-        let lost_interval = expected_interval.saturating_sub(received_interval);
+        let expected = self.expected()?;
+        let (expected_interval, lost_interval) = self.reported.next(expected, self.received);
         let loss = (expected_interval > 0).then(|| lost_interval as f32 / expected_interval as f32);
         Some(Report {
             loss,
             jitter: self.jitter / self.clock_rate,
         })
+    }
+
+    /// The peer's sender report came, with `ntp_middle` (the middle 32 bits of its NTP time).
+    pub(crate) fn sender_report(&mut self, now: Instant, ntp_middle: u32) {
+        self.last_sender_report = Some((ntp_middle, now));
+    }
+
+    /// The reception report block about stream `ssrc`, for a receiver report going out now;
+    /// it starts the next block's interval. `None` before the first packet.
+    pub(crate) fn report_block(&mut self, now: Instant, ssrc: u32) -> Option<ReportBlock> {
+        let expected = self.expected()?;
+        let (expected_interval, lost_interval) = self.blocked.next(expected, self.received);
+        // In 256ths; none expected, none lost.
+        let fraction_lost = (lost_interval << 8)
+            .checked_div(expected_interval)
+            .map_or(0, |fraction| u8::try_from(fraction).unwrap_or(u8::MAX));
+        let cumulative_lost = i64::try_from(expected).unwrap_or(i64::MAX)
+            - i64::try_from(self.received).unwrap_or(i64::MAX);
+        let (last_sr, delay_since_last_sr) = match self.last_sender_report {
+            Some((ntp_middle, at)) => {
+                let delay = now.saturating_duration_since(at).as_secs_f64() * 65_536.0;
+                (ntp_middle, delay as u32)
+            }
+            None => (0, 0),
+        };
+        Some(ReportBlock {
+            ssrc,
+            fraction_lost,
+            cumulative_lost: i32::try_from(cumulative_lost).unwrap_or(i32::MAX),
+            // The index is the extended sequence number: rollovers above the sequence number.
+            highest_seq: self.highest as u32,
+            jitter: self.jitter as u32,
+            last_sr,
+            delay_since_last_sr,
+        })
+    }
+
+    /// Packets expected so far (RFC 3550 A.3), once the first has come.
+    fn expected(&self) -> Option<u64> {
+        Some(self.highest - self.base? + 1)
+    }
+}
+
+/// The counts at the start of a reporting interval.
+#[derive(Debug, Default)]
+struct Interval {
+    expected_prior: u64,
+    received_prior: u64,
+}
+
+impl Interval {
+    /// Ends the interval at `expected` and `received`: how many were expected in it and how
+    /// many of those were lost.
+    fn next(&mut self, expected: u64, received: u64) -> (u64, u64) {
+        let expected_interval = expected - self.expected_prior;
+        let received_interval = received - self.received_prior;
+        self.expected_prior = expected;
+        self.received_prior = received;
+        // Duplicates can make more arrive than were expected: that interval lost nothing.
+        (
+            expected_interval,
+            expected_interval.saturating_sub(received_interval),
+        )
     }
 }
 
@@ -156,5 +222,43 @@ mod tests {
         let start = Instant::now();
         let mut quality = ReceiveQuality::new(start, OPUS);
         assert_eq!(quality.report(start + REPORT_INTERVAL), None);
+    }
+
+    /// The reception report block: its own interval, cumulative loss, the extended highest
+    /// sequence number, and the peer's last sender report with the time since.
+    #[test]
+    fn the_report_block_counts_its_own_interval_and_echoes_the_last_sender_report() {
+        let start = Instant::now();
+        let mut quality = ReceiveQuality::new(start, OPUS);
+        assert_eq!(quality.report_block(start, 9), None, "nothing received yet");
+        // Across the sequence number's wrap, one packet in five lost.
+        for i in 0..100u32 {
+            if i % 5 == 0 {
+                continue;
+            }
+            let now = start + FRAME * i;
+            quality.packet(now, 0xffc0 + u64::from(i), 960 * i);
+        }
+        let now = start + FRAME * 100;
+        // A quality report in between does not take the block's losses.
+        assert!(quality.report(now + REPORT_INTERVAL).is_some());
+        quality.sender_report(now, 0xabcd_0123);
+        let block = quality
+            .report_block(now + Duration::from_millis(500), 9)
+            .expect("packets came");
+        assert_eq!(block.ssrc, 9);
+        assert_eq!(block.highest_seq, 0xffc0 + 99, "the wrap is counted");
+        // 99 expected after the first that came (index 1), 20 of them lost.
+        assert_eq!(block.cumulative_lost, 19);
+        assert_eq!(block.fraction_lost, (19 * 256 / 99) as u8);
+        assert!(block.jitter < 10, "{block:?}");
+        assert_eq!(block.last_sr, 0xabcd_0123);
+        assert_eq!(block.delay_since_last_sr, 32_768, "half a second");
+
+        // The next block covers only what came since: nothing lost.
+        quality.packet(now + FRAME, 0xffc0 + 100, 96_000);
+        let next = quality.report_block(now + FRAME, 9).expect("block");
+        assert_eq!(next.fraction_lost, 0);
+        assert_eq!(next.cumulative_lost, 19);
     }
 }

@@ -214,12 +214,15 @@ pub enum SrtpError {
     /// Too short, or not RTP version 2.
     #[error("not an RTP packet")]
     NotRtp,
+    /// Too short to be SRTCP, or sent in the clear.
+    #[error("not an encrypted RTCP packet")]
+    NotRtcp,
     /// Wrong key, wrong rollover counter, or altered on the way.
     #[error("the packet does not authenticate")]
     Authentication,
 }
 
-/// One direction of a leg's RTP protection (RTCP stays with str0m).
+/// One direction of a leg's RTP protection.
 pub struct SrtpStream {
     cipher: Cipher,
 }
@@ -254,41 +257,65 @@ impl Cipher {
     }
 }
 
-/// RFC 3711 key-derivation labels.
-const LABEL_RTP_ENCRYPTION: u8 = 0;
-const LABEL_RTP_AUTHENTICATION: u8 = 1;
-const LABEL_RTP_SALT: u8 = 2;
+impl Cipher {
+    /// The cipher for a direction's keys (`encrypt` to protect, else to unprotect), with the
+    /// session keys derived under RTP's or RTCP's labels.
+    fn new(master: &SrtpMaster, encrypt: bool, labels: Labels) -> Self {
+        let provider = str0m::crypto::from_feature_flags();
+        let srtp = provider.srtp_provider;
+        // Each key's and salt's length comes from where it goes.
+        match master.profile {
+            SrtpProfile::AeadAes128Gcm => Self::Gcm128 {
+                salt: derived(srtp, master, labels.salt),
+                cipher: srtp
+                    .aead_aes_128_gcm()
+                    .create_cipher(derived(srtp, master, labels.encryption), encrypt),
+            },
+            SrtpProfile::AeadAes256Gcm => Self::Gcm256 {
+                salt: derived(srtp, master, labels.salt),
+                cipher: srtp
+                    .aead_aes_256_gcm()
+                    .create_cipher(derived(srtp, master, labels.encryption), encrypt),
+            },
+            SrtpProfile::Aes128CmSha1_80 => Self::CmSha1 {
+                salt: derived(srtp, master, labels.salt),
+                cipher: srtp
+                    .aes_128_cm_sha1_80()
+                    .create_cipher(derived(srtp, master, labels.encryption), encrypt),
+                auth_key: derived(srtp, master, labels.authentication),
+                hmac: provider.sha1_hmac_provider,
+            },
+        }
+    }
+}
+
+/// RFC 3711 §4.3.1's key-derivation labels for one kind of packet.
+#[derive(Clone, Copy)]
+struct Labels {
+    encryption: u8,
+    authentication: u8,
+    salt: u8,
+}
+
+const RTP_LABELS: Labels = Labels {
+    encryption: 0,
+    authentication: 1,
+    salt: 2,
+};
+
+const RTCP_LABELS: Labels = Labels {
+    encryption: 3,
+    authentication: 4,
+    salt: 5,
+};
 
 impl SrtpStream {
     /// The stream for a direction's keys: `encrypt` to protect what we send, else to
     /// unprotect what we receive.
     pub fn new(master: &SrtpMaster, encrypt: bool) -> Self {
-        let provider = str0m::crypto::from_feature_flags();
-        let srtp = provider.srtp_provider;
-        // Each key's and salt's length comes from where it goes.
-        let cipher = match master.profile {
-            SrtpProfile::AeadAes128Gcm => Cipher::Gcm128 {
-                salt: derived(srtp, master, LABEL_RTP_SALT),
-                cipher: srtp
-                    .aead_aes_128_gcm()
-                    .create_cipher(derived(srtp, master, LABEL_RTP_ENCRYPTION), encrypt),
-            },
-            SrtpProfile::AeadAes256Gcm => Cipher::Gcm256 {
-                salt: derived(srtp, master, LABEL_RTP_SALT),
-                cipher: srtp
-                    .aead_aes_256_gcm()
-                    .create_cipher(derived(srtp, master, LABEL_RTP_ENCRYPTION), encrypt),
-            },
-            SrtpProfile::Aes128CmSha1_80 => Cipher::CmSha1 {
-                salt: derived(srtp, master, LABEL_RTP_SALT),
-                cipher: srtp
-                    .aes_128_cm_sha1_80()
-                    .create_cipher(derived(srtp, master, LABEL_RTP_ENCRYPTION), encrypt),
-                auth_key: derived(srtp, master, LABEL_RTP_AUTHENTICATION),
-                hmac: provider.sha1_hmac_provider,
-            },
-        };
-        Self { cipher }
+        Self {
+            cipher: Cipher::new(master, encrypt, RTP_LABELS),
+        }
     }
 
     /// Decrypts an SRTP packet whose rollover counter is `roc`: the RTP header and payload
@@ -411,6 +438,171 @@ impl SrtpStream {
     }
 }
 
+/// One direction of a leg's RTCP protection (SRTCP: RFC 3711 §3.4, RFC 7714 §9), for the
+/// reports the fast paths correct ([`crate::rtcp`]). A packet keeps the SRTCP index it came
+/// with: str0m numbers what it sends, and each rewritten report replaces exactly one of its
+/// packets, so no index is ever used twice with the key.
+pub struct SrtcpStream {
+    cipher: Cipher,
+}
+
+/// The E flag (the packet is encrypted) in the word that carries the SRTCP index.
+const SRTCP_ENCRYPTED: u32 = 0x8000_0000;
+/// The RTCP header and sender SSRC, sent in the clear.
+const SRTCP_CLEAR: usize = 8;
+/// The E flag and index.
+const SRTCP_INDEX_LEN: usize = 4;
+
+impl SrtcpStream {
+    /// The stream for a direction's keys: `encrypt` to protect what we send, else to
+    /// unprotect what we receive.
+    pub fn new(master: &SrtpMaster, encrypt: bool) -> Self {
+        Self {
+            cipher: Cipher::new(master, encrypt, RTCP_LABELS),
+        }
+    }
+
+    /// Decrypts an SRTCP packet: the compound RTCP packet goes to `out` (cleared first).
+    /// Returns the word that carries the E flag and the SRTCP index, to protect a
+    /// replacement with.
+    ///
+    /// # Errors
+    /// When the datagram is too short to be SRTCP ([`SrtpError::NotRtcp`]), is sent in the
+    /// clear (str0m and browsers always encrypt; such a packet is left to str0m), or does not
+    /// authenticate.
+    pub fn unprotect(&mut self, packet: &[u8], out: &mut Vec<u8>) -> Result<u32, SrtpError> {
+        let tag_len = self.cipher.tag_len();
+        if packet.len() < SRTCP_CLEAR + SRTCP_INDEX_LEN + tag_len {
+            return Err(SrtpError::NotRtcp);
+        }
+        // AES-GCM: header, sealed compound and tag, then the index word. AES-CM: header,
+        // encrypted compound, index word, then the tag over all of them, checked first so
+        // nothing is decrypted from a packet that does not authenticate.
+        let (body, word_bytes) = match &self.cipher {
+            Cipher::Gcm128 { .. } | Cipher::Gcm256 { .. } => {
+                packet.split_at(packet.len() - SRTCP_INDEX_LEN)
+            }
+            Cipher::CmSha1 { auth_key, hmac, .. } => {
+                let (covered, tag) = packet.split_at(packet.len() - tag_len);
+                let hmac = |key: &[u8], parts: &[&[u8]]| hmac.sha1_hmac(key, parts);
+                if !Aes128CmSha1_80::rtcp_verify(hmac, auth_key, covered, tag) {
+                    return Err(SrtpError::Authentication);
+                }
+                covered.split_at(covered.len() - SRTCP_INDEX_LEN)
+            }
+        };
+        let word = index_word_of(word_bytes)?;
+        let index = word & !SRTCP_ENCRYPTED;
+        let (clear, sealed) = body.split_at(SRTCP_CLEAR);
+        let ssrc = ssrc_at(clear, 4);
+        out.clear();
+        out.extend_from_slice(clear);
+        out.resize(body.len(), 0);
+        let aad = [clear, word_bytes];
+        let opened = match &mut self.cipher {
+            Cipher::Gcm128 { salt, cipher } => {
+                let iv = AeadAes128Gcm::rtcp_iv(*salt, ssrc, index);
+                cipher.decrypt(&iv, &aad, sealed, &mut out[SRTCP_CLEAR..])
+            }
+            Cipher::Gcm256 { salt, cipher } => {
+                let iv = AeadAes256Gcm::rtcp_iv(*salt, ssrc, index);
+                cipher.decrypt(&iv, &aad, sealed, &mut out[SRTCP_CLEAR..])
+            }
+            Cipher::CmSha1 { salt, cipher, .. } => {
+                let iv = Aes128CmSha1_80::rtp_iv(*salt, ssrc, u64::from(index));
+                cipher
+                    .decrypt(&iv, sealed, &mut out[SRTCP_CLEAR..])
+                    .map(|()| sealed.len())
+            }
+        };
+        let len = opened.map_err(|_| SrtpError::Authentication)?;
+        out.truncate(SRTCP_CLEAR + len);
+        Ok(word)
+    }
+
+    /// Encrypts a compound RTCP packet under the E flag and SRTCP index `word` (as
+    /// [`SrtcpStream::unprotect`] returned it): the SRTCP packet goes to `out` (cleared first).
+    ///
+    /// # Errors
+    /// When `compound` is shorter than an RTCP header, or `word` is not for encryption.
+    pub fn protect(
+        &mut self,
+        word: u32,
+        compound: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), SrtpError> {
+        if compound.len() < SRTCP_CLEAR || word & SRTCP_ENCRYPTED == 0 {
+            return Err(SrtpError::NotRtcp);
+        }
+        let ssrc = ssrc_at(compound, 4);
+        let index = word & !SRTCP_ENCRYPTED;
+        let (clear, plain) = compound.split_at(SRTCP_CLEAR);
+        let tag_len = self.cipher.tag_len();
+        out.clear();
+        out.reserve(compound.len() + SRTCP_INDEX_LEN + tag_len);
+        out.extend_from_slice(clear);
+        out.resize(compound.len() + tag_len, 0);
+        let result = match &mut self.cipher {
+            Cipher::Gcm128 { salt, cipher } => {
+                let iv = AeadAes128Gcm::rtcp_iv(*salt, ssrc, index);
+                cipher.encrypt(
+                    &iv,
+                    &gcm_rtcp_aad(clear, word),
+                    plain,
+                    &mut out[SRTCP_CLEAR..],
+                )
+            }
+            Cipher::Gcm256 { salt, cipher } => {
+                let iv = AeadAes256Gcm::rtcp_iv(*salt, ssrc, index);
+                cipher.encrypt(
+                    &iv,
+                    &gcm_rtcp_aad(clear, word),
+                    plain,
+                    &mut out[SRTCP_CLEAR..],
+                )
+            }
+            Cipher::CmSha1 { salt, cipher, .. } => {
+                let iv = Aes128CmSha1_80::rtp_iv(*salt, ssrc, u64::from(index));
+                cipher.encrypt(&iv, plain, &mut out[SRTCP_CLEAR..compound.len()])
+            }
+        };
+        // The buffer is sized for the compound and the tag: the cipher has no other way to fail.
+        result.map_err(|_| SrtpError::NotRtcp)?;
+        match &self.cipher {
+            Cipher::Gcm128 { .. } | Cipher::Gcm256 { .. } => {
+                out.extend_from_slice(&word.to_be_bytes());
+            }
+            Cipher::CmSha1 { auth_key, hmac, .. } => {
+                // The index goes before the tag, and the tag covers it.
+                out.truncate(compound.len());
+                out.extend_from_slice(&word.to_be_bytes());
+                let tag_at = out.len();
+                out.resize(tag_at + tag_len, 0);
+                let hmac = |key: &[u8], parts: &[&[u8]]| hmac.sha1_hmac(key, parts);
+                Aes128CmSha1_80::rtcp_hmac(hmac, auth_key, out, tag_at);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The word with the E flag and SRTCP index; a packet sent in the clear is not ours to read.
+fn index_word_of(bytes: &[u8]) -> Result<u32, SrtpError> {
+    let word = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+    if word & SRTCP_ENCRYPTED == 0 {
+        return Err(SrtpError::NotRtcp);
+    }
+    Ok(word)
+}
+
+/// RFC 7714 §9.1: the associated data of SRTCP is the clear header and the index word.
+fn gcm_rtcp_aad(clear: &[u8], word: u32) -> [u8; 12] {
+    let mut aad = [0; 12];
+    aad[..SRTCP_CLEAR].copy_from_slice(clear);
+    aad[SRTCP_CLEAR..].copy_from_slice(&word.to_be_bytes());
+    aad
+}
+
 /// RFC 3711's packet index: the rollover counter above the sequence number.
 fn srtp_index(roc: u32, seq: u16) -> u64 {
     (u64::from(roc) << 16) | u64::from(seq)
@@ -465,6 +657,11 @@ impl SrtpReceiver {
             window: 0,
             plain: Vec::with_capacity(1500),
         }
+    }
+
+    /// The stream's SSRC, once a packet of it has authenticated.
+    pub fn ssrc(&self) -> Option<u32> {
+        self.ssrc
     }
 
     /// Decrypts `packet` if it is RTP of this receiver's stream.
@@ -598,7 +795,11 @@ fn seq(packet: &[u8]) -> u16 {
 }
 
 fn ssrc(packet: &[u8]) -> u32 {
-    u32::from_be_bytes([packet[8], packet[9], packet[10], packet[11]])
+    ssrc_at(packet, 8)
+}
+
+fn ssrc_at(packet: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([packet[at], packet[at + 1], packet[at + 2], packet[at + 3]])
 }
 
 #[cfg(test)]
@@ -625,6 +826,8 @@ mod tests {
         received: Vec<(u16, Vec<u8>)>,
         /// The SRTP datagrams it sent that carry RTP (first byte 0b10xx_xxxx, not RTCP).
         sent_rtp: Vec<Vec<u8>>,
+        /// The SRTCP datagrams it sent.
+        sent_rtcp: Vec<Vec<u8>>,
     }
 
     impl Peer {
@@ -643,6 +846,7 @@ mod tests {
                 connected: false,
                 received: Vec::new(),
                 sent_rtp: Vec::new(),
+                sent_rtcp: Vec::new(),
             }
         }
 
@@ -662,6 +866,8 @@ mod tests {
                         let bytes = t.contents.to_vec();
                         if bytes[0] >> 6 == 2 && !(200..=206).contains(&bytes[1]) {
                             self.sent_rtp.push(bytes.clone());
+                        } else if bytes[0] >> 6 == 2 {
+                            self.sent_rtcp.push(bytes.clone());
                         }
                         out.push((t.destination, bytes));
                     }
@@ -809,6 +1015,100 @@ mod tests {
         );
     }
 
+    /// str0m's own reports open with the keys taken, and sealed again under their SRTCP index
+    /// they come out byte for byte as str0m sent them: the fast paths can correct a report
+    /// and put it back in str0m's place.
+    #[test]
+    fn str0m_reports_open_with_the_keys_taken_and_seal_again_byte_for_byte() {
+        let (mut a, mut b, mid, mut now) = connected_pair();
+        let a_keys = a.keys.clone().unwrap();
+        for seq in 1..=600 {
+            write(&mut a, mid, seq, now, b"twenty milliseconds of opus");
+            for (_, bytes) in a.poll() {
+                b.receive(now, a.addr, &bytes);
+            }
+            for (_, bytes) in b.poll() {
+                a.receive(now, b.addr, &bytes);
+            }
+            now += Duration::from_millis(20);
+            b.rtc.handle_input(Input::Timeout(now)).unwrap();
+        }
+        assert!(a.sent_rtcp.len() >= 2, "12 s of audio and no reports");
+
+        let mut open = SrtcpStream::new(&a_keys.send, false);
+        let mut seal = SrtcpStream::new(&a_keys.send, true);
+        let (mut plain, mut sealed) = (Vec::new(), Vec::new());
+        let mut sender_reports = 0;
+        for sent in &a.sent_rtcp {
+            let word = open.unprotect(sent, &mut plain).unwrap();
+            assert_eq!(word & SRTCP_ENCRYPTED, SRTCP_ENCRYPTED);
+            assert_eq!(plain[0] >> 6, 2, "RTCP version 2");
+            assert!((200..=207).contains(&plain[1]), "an RTCP packet type first");
+            sender_reports += usize::from(plain[1] == 200);
+            seal.protect(word, &plain, &mut sealed).unwrap();
+            assert_eq!(&sealed, sent);
+        }
+        assert!(sender_reports > 0, "a sender of audio sends sender reports");
+
+        // Altered, or opened with the other direction's keys: refused.
+        let mut altered = a.sent_rtcp[0].clone();
+        altered[10] ^= 1;
+        assert_eq!(
+            open.unprotect(&altered, &mut plain),
+            Err(SrtpError::Authentication)
+        );
+        assert_eq!(
+            SrtcpStream::new(&a_keys.receive, false).unprotect(&a.sent_rtcp[0], &mut plain),
+            Err(SrtpError::Authentication)
+        );
+        assert_eq!(
+            open.unprotect(b"\x80\xc8", &mut plain),
+            Err(SrtpError::NotRtcp)
+        );
+    }
+
+    /// Every profile: a report sealed under an index opens with that index, the same length as
+    /// before; a report sent in the clear, or altered, is refused.
+    #[test]
+    fn reports_round_trip_under_every_profile() {
+        let compound = [
+            // A receiver report from SSRC 0x01020304 with no blocks, then an empty SDES.
+            0x80, 201, 0, 1, 1, 2, 3, 4, 0x80, 202, 0, 0,
+        ];
+        for profile in [
+            SrtpProfile::AeadAes256Gcm,
+            SrtpProfile::AeadAes128Gcm,
+            SrtpProfile::Aes128CmSha1_80,
+        ] {
+            let master = SrtpMaster {
+                profile,
+                key: vec![7; profile.key_len()],
+                salt: vec![9; profile.salt_len()],
+            };
+            let (mut sealed, mut plain) = (Vec::new(), Vec::new());
+            let word = SRTCP_ENCRYPTED | 41;
+            SrtcpStream::new(&master, true)
+                .protect(word, &compound, &mut sealed)
+                .unwrap();
+            assert_ne!(&sealed[8..compound.len()], &compound[8..], "{profile:?}");
+            let mut open = SrtcpStream::new(&master, false);
+            assert_eq!(open.unprotect(&sealed, &mut plain), Ok(word), "{profile:?}");
+            assert_eq!(plain, compound, "{profile:?}");
+            let mut altered = sealed.clone();
+            altered[9] ^= 0x40;
+            assert_eq!(
+                open.unprotect(&altered, &mut plain),
+                Err(SrtpError::Authentication),
+                "{profile:?}"
+            );
+            assert_eq!(
+                SrtcpStream::new(&master, true).protect(41, &compound, &mut sealed),
+                Err(SrtpError::NotRtcp),
+                "{profile:?}: in the clear"
+            );
+        }
+    }
+
     #[test]
     fn the_receiver_follows_the_rollover_and_refuses_replays_with_aes_256_gcm() {
         receiver_follows_the_rollover_and_refuses_replays(SrtpProfile::AeadAes256Gcm);
@@ -833,9 +1133,9 @@ mod tests {
             salt: hex("0EC675AD498AFEEBB6960B3AABE6"),
         };
         let provider = str0m::crypto::from_feature_flags().srtp_provider;
-        let key: [u8; 16] = derived(provider, &master, LABEL_RTP_ENCRYPTION);
-        let salt: [u8; 14] = derived(provider, &master, LABEL_RTP_SALT);
-        let auth: [u8; 20] = derived(provider, &master, LABEL_RTP_AUTHENTICATION);
+        let key: [u8; 16] = derived(provider, &master, RTP_LABELS.encryption);
+        let salt: [u8; 14] = derived(provider, &master, RTP_LABELS.salt);
+        let auth: [u8; 20] = derived(provider, &master, RTP_LABELS.authentication);
         assert_eq!(key.to_vec(), hex("C61E7A93744F39EE10734AFE3FF7A087"));
         assert_eq!(salt.to_vec(), hex("30CBBC08863D8C85D49DB34A9AE1"));
         assert_eq!(

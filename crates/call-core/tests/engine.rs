@@ -147,6 +147,22 @@ fn an_inbound_call_connects_and_the_echo_agent_returns_the_callers_audio(sim: &m
         "our own timeline keeps 20 ms spacing"
     );
     assert!(sim.events_of(call).contains(&&CallEvent::MediaStarted));
+    // The header extensions the answer negotiated are on our packets, whichever path sent
+    // them: the mid from the first packet (so a bundled peer can bind our SSRC), the send
+    // time on every one.
+    let peer = &sim.peers[p];
+    let mid = peer.mid.expect("negotiated");
+    let negotiated = peer.rtc.media(mid).expect("audio").remote_extmap();
+    assert!(negotiated.id_of(str0m::rtp::Extension::RtpMid).is_some());
+    assert!(negotiated
+        .id_of(str0m::rtp::Extension::AbsoluteSendTime)
+        .is_some());
+    let extensions = &peer.received_extensions;
+    assert!(extensions[0].0, "the first packet names its mid");
+    assert!(
+        extensions.iter().all(|&(_, send_time)| send_time),
+        "every packet has its send time: {extensions:?}"
+    );
 }
 
 fn audio_heard_before_the_call_is_answered_is_kept_not_dropped(sim: &mut Sim) {
@@ -684,6 +700,66 @@ fn receive_quality_is_reported_from_what_arrived(sim: &mut Sim) {
     );
 }
 
+/// The peer's own WebRTC stack reads our RTCP reports as the truth about the call, whichever
+/// path carried the audio: our sender reports count what we sent it, our receiver reports
+/// count what it sent us and what was lost on the way, and echo its sender reports so that it
+/// can measure the round trip. (On the fast paths str0m never sees the audio; the engine
+/// corrects its reports.)
+fn the_peer_hears_true_reports_of_the_audio_both_ways(sim: &mut Sim) {
+    let p = sim.add_peer("157.240.19.130:3480");
+    let call = sim.inbound_call(p, ECHO);
+    sim.run_until(Duration::from_secs(2), |s| {
+        s.peers[p].connected && s.events_of(call).contains(&&CallEvent::Connected)
+    });
+    sim.engine.start_media(sim.now, call).expect("call exists");
+    sim.drain_engine();
+    for i in 0..600 {
+        if i % 10 == 5 {
+            sim.peers[p].lose_one();
+            sim.run_for(Duration::from_millis(20));
+        } else {
+            sim.talk(p, 1, payload);
+        }
+    }
+    sim.run_for(Duration::from_secs(1));
+    let peer = &sim.peers[p];
+
+    let egress = peer.egress.last().expect("the peer keeps statistics");
+    let heard = egress
+        .remote
+        .as_ref()
+        .expect("our receiver reports reached the peer");
+    // 60 of 600 lost; the last report is up to 5 s old.
+    assert!(
+        (20..=60).contains(&heard.packets_lost),
+        "lost as we reported: {egress:?}"
+    );
+    // The peer's sequence numbers start above 1000.
+    assert!(
+        *heard.maximum_sequence_number > 1400,
+        "highest sequence number: {egress:?}"
+    );
+    let rtt = egress.rtt.expect("a round trip from our reception reports");
+    assert!(
+        (Duration::from_millis(9)..Duration::from_millis(15)).contains(&rtt),
+        "the network's round trip is 10 ms (the reports count in 1/65536 s): {rtt:?}"
+    );
+
+    let ingress = peer.ingress.last().expect("the peer keeps statistics");
+    let told = ingress
+        .remote
+        .as_ref()
+        .expect("our sender reports reached the peer");
+    let sent = sim.engine.totals().packets_out;
+    assert!(
+        told.packets * 10 >= ingress.packets * 6 && told.packets <= sent,
+        "we said we sent {} packets; the peer got {}, we sent {sent}",
+        told.packets,
+        ingress.packets
+    );
+    assert!(told.bytes >= told.packets * 60, "{ingress:?}");
+}
+
 mod both_receive_paths {
     use super::*;
 
@@ -742,5 +818,6 @@ mod both_receive_paths {
         the_model_leg_gets_the_callers_audio_including_what_came_before_it_was_up,
         the_models_audio_reaches_the_caller_once_the_call_is_answered,
         receive_quality_is_reported_from_what_arrived,
+        the_peer_hears_true_reports_of_the_audio_both_ways,
     );
 }

@@ -23,6 +23,11 @@ pub const WHATSAPP_FMTP: &str = "a=fmtp:111 maxaveragebitrate=20000;maxplaybackr
 
 /// An `Rtc` configured like WhatsApp's media server.
 pub fn whatsapp_rtc(now: Instant) -> Rtc {
+    whatsapp_config().build(now)
+}
+
+/// The configuration of [`whatsapp_rtc`], for a test to add to (statistics, say).
+pub fn whatsapp_config() -> RtcConfig {
     let mut config = RtcConfig::new()
         .set_ice_lite(true)
         .clear_codecs()
@@ -48,7 +53,7 @@ pub fn whatsapp_rtc(now: Instant) -> Rtc {
         None,
         FormatParams::default(),
     );
-    config.build(now)
+    config
 }
 
 /// The offer WhatsApp sends in a `connect` webhook, from `rtc`: the audio m-line, pending

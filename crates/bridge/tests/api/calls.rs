@@ -768,7 +768,8 @@ async fn aiortc_echo_call(env: &[(&'static str, &str)], caller_args: &[&str]) ->
         "/../../tests/peers/aiortc_caller.py"
     );
     let mut child = tokio::process::Command::new(aiortc_python())
-        .args([script, "--seconds", "3", "--frequency", "440"])
+        // Long enough for a second round of RTCP reports (str0m sends audio's every 5 s).
+        .args([script, "--seconds", "6.5", "--frequency", "440"])
         .args(caller_args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -820,6 +821,22 @@ async fn aiortc_echo_call(env: &[(&'static str, &str)], caller_args: &[&str]) ->
         (400.0..480.0).contains(&frequency),
         "the echo is the 440 Hz tone: {result}"
     );
+    // aiortc believes our reports, on every path (the fast paths correct str0m's, which never
+    // saw the audio): the echo we sent, the tone we heard with nothing lost on loopback, and
+    // the round trip, which aiortc works out only when our report echoes its sender report.
+    let told_sent = result["remote_outbound"]["packets_sent"]
+        .as_u64()
+        .expect("our sender reports reached aiortc");
+    assert!(
+        (100..=frames + 50).contains(&told_sent),
+        "we said we sent {told_sent} packets; aiortc decoded {frames}: {result}"
+    );
+    let heard = &result["remote_inbound"];
+    assert_eq!(heard["packets_lost"], 0, "{result}");
+    let rtt = heard["round_trip_time"]
+        .as_f64()
+        .expect("a round trip from our receiver reports");
+    assert!((0.0..0.5).contains(&rtt), "loopback round trip: {result}");
     let _ = child.wait().await;
 
     assert_eq!(

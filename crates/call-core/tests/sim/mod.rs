@@ -14,6 +14,7 @@ use str0m::channel::ChannelId;
 use str0m::media::{Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{RtpWrite, SeqNo};
+use str0m::stats::{MediaEgressStats, MediaIngressStats};
 use str0m::{Candidate, Event, Input, Output as RtcOutput, Rtc};
 
 pub use fakes::whatsapp_peer::WHATSAPP_FMTP;
@@ -32,6 +33,8 @@ pub struct Peer {
     /// Audio packets received: (rtp timestamp, payload).
     pub received: Vec<(u32, Vec<u8>)>,
     pub received_ssrcs: Vec<u32>,
+    /// Per audio packet received: whether it carried the mid and abs-send-time extensions.
+    pub received_extensions: Vec<(bool, bool)>,
     seq: u64,
     rtp_time: u32,
     pending: Option<SdpPendingOffer>,
@@ -41,12 +44,18 @@ pub struct Peer {
     pub channel: Option<ChannelId>,
     /// Text messages received on it.
     pub messages: Vec<String>,
+    /// Statistics of what it sends, with what our receiver reports say of it.
+    pub egress: Vec<MediaEgressStats>,
+    /// Statistics of what it receives, with what our sender reports say of it.
+    pub ingress: Vec<MediaIngressStats>,
 }
 
 impl Peer {
     /// A WhatsApp-like media server: ice-lite, Opus 111 and telephone-event 126.
     pub fn whatsapp(addr: &str, now: Instant) -> Self {
-        let mut rtc = fakes::whatsapp_peer::whatsapp_rtc(now);
+        let mut rtc = fakes::whatsapp_peer::whatsapp_config()
+            .set_stats_interval(Some(Duration::from_secs(1)))
+            .build(now);
         let addr: SocketAddr = addr.parse().expect("addr");
         rtc.add_local_candidate(Candidate::host(addr, "udp").expect("candidate"));
         Self {
@@ -58,12 +67,15 @@ impl Peer {
             closed: false,
             received: Vec::new(),
             received_ssrcs: Vec::new(),
+            received_extensions: Vec::new(),
             seq: 1000,
             rtp_time: 48_000,
             pending: None,
             deaf: false,
             channel: None,
             messages: Vec::new(),
+            egress: Vec::new(),
+            ingress: Vec::new(),
         }
     }
 
@@ -288,8 +300,13 @@ impl Sim {
                     Event::ChannelData(data) => peer
                         .messages
                         .push(String::from_utf8(data.data).expect("text")),
+                    Event::MediaEgressStats(stats) => peer.egress.push(stats),
+                    Event::MediaIngressStats(stats) => peer.ingress.push(stats),
                     Event::RtpPacket(packet) => {
                         peer.received_ssrcs.push(*packet.header.ssrc);
+                        let extensions = &packet.header.ext_vals;
+                        peer.received_extensions
+                            .push((extensions.mid.is_some(), extensions.abs_send_time.is_some()));
                         peer.received
                             .push((packet.header.timestamp, packet.payload.to_vec()));
                     }
