@@ -6,8 +6,9 @@
 # and counts its system calls per echoed packet.
 #
 #   bench/calls/cpu-split.sh [calls]
-#   RTC_FAST_RECEIVE=true RTC_FAST_SEND=true bench/calls/cpu-split.sh    # our bridge with the fast
-#                                  # paths (compare.sh passes the environment on; Pion ignores it)
+#   RTC_FAST_RECEIVE=false RTC_FAST_SEND=false bench/calls/cpu-split.sh  # our bridge with str0m
+#                                  # carrying the audio, its fast paths off (compare.sh passes the
+#                                  # environment on; Pion ignores it)
 #   PROFILE_DIR=/tmp/split bench/calls/cpu-split.sh   # also keep each bridge's perf data there and
 #                                  # print our bridge's 25 hottest symbols (call graph off)
 #

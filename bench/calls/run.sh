@@ -13,7 +13,8 @@
 # media streams through the bridge.
 #
 # Each size runs four times: as configured by default, with RTC_REALTIME_PRIORITY=true, and with
-# the fast paths (RTC_FAST_RECEIVE=true RTC_FAST_SEND=true) at normal and real-time priority.
+# str0m carrying the audio (RTC_FAST_RECEIVE=false RTC_FAST_SEND=false: the bridge's fast paths
+# off) at normal and real-time priority.
 # Results are appended as JSON lines to bench/calls/results.jsonl (ignored by git) unless
 # RESULTS=path is set.
 set -euo pipefail
@@ -60,14 +61,14 @@ echo "== loadgen: the same with RTC_REALTIME_PRIORITY=true" >&2
 "$target/release/loadgen" --calls "$calls" --duration "$duration" --ramp "$ramp" ${mode[@]+"${mode[@]}"} \
   --bridge "$bridge" --bridge-env RTC_REALTIME_PRIORITY=true \
   --label "$name realtime $stamp" --output "$results" >/dev/null
-# And with the engine doing the SRTP of the audio itself (RTC_FAST_RECEIVE, RTC_FAST_SEND:
-# docs/performance.md), at normal and at real-time priority.
+# And with str0m doing the SRTP of the audio, the engine's fast paths off (RTC_FAST_RECEIVE,
+# RTC_FAST_SEND: docs/performance.md), at normal and at real-time priority.
 for priority in false true; do
-  echo "== loadgen: the same with RTC_FAST_RECEIVE=true RTC_FAST_SEND=true RTC_REALTIME_PRIORITY=$priority" >&2
+  echo "== loadgen: the same with RTC_FAST_RECEIVE=false RTC_FAST_SEND=false RTC_REALTIME_PRIORITY=$priority" >&2
   "$target/release/loadgen" --calls "$calls" --duration "$duration" --ramp "$ramp" ${mode[@]+"${mode[@]}"} \
-    --bridge "$bridge" --bridge-env RTC_FAST_RECEIVE=true --bridge-env RTC_FAST_SEND=true \
+    --bridge "$bridge" --bridge-env RTC_FAST_RECEIVE=false --bridge-env RTC_FAST_SEND=false \
     --bridge-env RTC_REALTIME_PRIORITY=$priority \
-    --label "$name fast realtime=$priority $stamp" --output "$results" >/dev/null
+    --label "$name str0m realtime=$priority $stamp" --output "$results" >/dev/null
 done
 
 if $anchor; then
@@ -83,16 +84,16 @@ if $anchor; then
   echo "== Pion anchor comparison: $anchor_calls calls" >&2
   ours=$(ECHO_DELAY_MS=0 RTC_BIND_ADDRESS=127.0.0.1 LOG_LEVEL=warn \
     "$anchor_dir/compare.sh" -n "$anchor_calls" -l ours -o "${results%.jsonl}.anchor.jsonl" "$bridge" | grep '^RESULT')
-  fast=$(RTC_FAST_RECEIVE=true RTC_FAST_SEND=true ECHO_DELAY_MS=0 RTC_BIND_ADDRESS=127.0.0.1 LOG_LEVEL=warn \
-    "$anchor_dir/compare.sh" -n "$anchor_calls" -l ours-fast -o "${results%.jsonl}.anchor.jsonl" "$bridge" | grep '^RESULT')
+  slow=$(RTC_FAST_RECEIVE=false RTC_FAST_SEND=false ECHO_DELAY_MS=0 RTC_BIND_ADDRESS=127.0.0.1 LOG_LEVEL=warn \
+    "$anchor_dir/compare.sh" -n "$anchor_calls" -l ours-str0m -o "${results%.jsonl}.anchor.jsonl" "$bridge" | grep '^RESULT')
   pion=$("$anchor_dir/compare.sh" -n "$anchor_calls" -l pion -o "${results%.jsonl}.anchor.jsonl" pion | grep '^RESULT')
   echo "$ours"
-  echo "$fast"
+  echo "$slow"
   echo "$pion"
   field() { sed -E "s/.* $1=([0-9.]+).*/\1/" <<<"$2"; }
   awk -v oc="$(field cpu "$ours")" -v pc="$(field cpu "$pion")" \
       -v orss="$(field rss_per_call "$ours")" -v prss="$(field rss_per_call "$pion")" \
       -v oa="$(field answer_p99 "$ours")" -v pa="$(field answer_p99 "$pion")" \
-      -v fc="$(field cpu "$fast")" \
-      'BEGIN { printf "RATIO cpu=%.3f (fast paths: %.3f; target <= 0.2) rss_per_call=%.3f (target <= 0.333) answer_p99 ours %s ms vs pion %s ms\n", oc/pc, fc/pc, orss/prss, oa, pa }'
+      -v sc="$(field cpu "$slow")" \
+      'BEGIN { printf "RATIO cpu=%.3f (str0m paths: %.3f; target <= 0.2) rss_per_call=%.3f (target <= 0.333) answer_p99 ours %s ms vs pion %s ms\n", oc/pc, sc/pc, orss/prss, oa, pa }'
 fi

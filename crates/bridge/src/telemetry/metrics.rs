@@ -270,7 +270,7 @@ impl Metrics {
             )?,
             media_packets_fast: counter(
                 "whatsapp_bridge_media_packets_fast_total",
-                "Packets on calls that took the fast paths: received (direction=in: audio, key presses, the voice model's audio; RTC_FAST_RECEIVE) and sent (direction=out: to users and to the voice model; RTC_FAST_SEND).",
+                "Packets on calls that took the fast paths: received (direction=in: audio, key presses, the voice model's audio; RTC_FAST_RECEIVE, on by default) and sent (direction=out: to users and to the voice model; RTC_FAST_SEND, on by default).",
                 &["direction"],
             )?,
             call_dtmf: prometheus::IntCounter::new(
