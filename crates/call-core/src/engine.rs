@@ -1490,13 +1490,12 @@ impl Call {
             return;
         };
         let sent = self.fast_tx.as_ref().map(|fast| fast.sent(now));
-        let block = match (self.fast_quality.as_mut(), self.fast_rx.as_ref()) {
-            (Some(quality), Some(receiver)) => receiver
-                .ssrc()
-                .and_then(|ssrc| quality.report_block(now, ssrc)),
-            _ => None,
+        let (quality, receiver) = (self.fast_quality.as_mut(), self.fast_rx.as_ref());
+        let block = || {
+            let ssrc = receiver?.ssrc()?;
+            quality?.report_block(now, ssrc)
         };
-        if rtcp::correct(&mut reports.plain, sent.as_ref(), block.as_ref()) {
+        if rtcp::correct(&mut reports.plain, sent.as_ref(), block) {
             let mut sealed = Vec::new();
             if reports
                 .seal_ours

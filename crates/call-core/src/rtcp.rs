@@ -124,11 +124,13 @@ fn parts(compound: &[u8]) -> Option<Vec<Part>> {
 }
 
 /// Corrects a compound RTCP packet str0m made for a leg on the fast paths (see the module
-/// docs). Returns whether it changed.
+/// docs). `block` is asked for only when the compound carries a sender or receiver report: a
+/// reception report block covers the interval since the last one that went out. Returns
+/// whether the compound changed.
 pub(crate) fn correct(
     compound: &mut Vec<u8>,
     sent: Option<&Sent>,
-    block: Option<&ReportBlock>,
+    block: impl FnOnce() -> Option<ReportBlock>,
 ) -> bool {
     let Some(parts) = parts(compound) else {
         return false;
@@ -150,7 +152,10 @@ pub(crate) fn correct(
             changed = true;
         }
     }
-    let Some(block) = block else {
+    if !parts.iter().any(|p| p.blocks_at().is_some()) {
+        return changed;
+    }
+    let Some(block) = block() else {
         return changed;
     };
     // str0m's own block about the stream (from packets it saw before the fast path took
@@ -254,7 +259,7 @@ mod tests {
     #[test]
     fn the_sender_report_counts_what_the_fast_path_sent() {
         let mut c = str0m_compound();
-        assert!(correct(&mut c, Some(&SENT), None));
+        assert!(correct(&mut c, Some(&SENT), || None));
         assert_eq!(c.len(), str0m_compound().len());
         assert_eq!(u32_at(&c, 16), 480_000);
         assert_eq!(u32_at(&c, 20), 250);
@@ -263,14 +268,14 @@ mod tests {
         assert_eq!(&c[8..16], &str0m_compound()[8..16]);
         let mut other = str0m_compound();
         let other_sent = Sent { ssrc: 7, ..SENT };
-        assert!(!correct(&mut other, Some(&other_sent), None));
+        assert!(!correct(&mut other, Some(&other_sent), || None));
         assert_eq!(other, str0m_compound());
     }
 
     #[test]
     fn the_block_goes_into_the_first_report_and_lengths_follow() {
         let mut c = str0m_compound();
-        assert!(correct(&mut c, None, Some(&block())));
+        assert!(correct(&mut c, None, || Some(block())));
         assert_eq!(c.len(), str0m_compound().len() + BLOCK_LEN);
         let parts = parts(&c).expect("still a compound packet");
         assert_eq!(parts.len(), 3);
@@ -291,7 +296,7 @@ mod tests {
             fraction_lost: 0,
             ..block()
         };
-        assert!(correct(&mut again, None, Some(&newer)));
+        assert!(correct(&mut again, None, || Some(newer)));
         assert_eq!(again.len(), c.len());
         assert_eq!(again[28 + 4], 0);
     }
@@ -300,7 +305,7 @@ mod tests {
     fn a_receiver_report_alone_takes_the_block() {
         let mut c = vec![0x80, RR, 0, 1];
         c.extend_from_slice(&OURS.to_be_bytes());
-        assert!(correct(&mut c, Some(&SENT), Some(&block())));
+        assert!(correct(&mut c, Some(&SENT), || Some(block())));
         assert_eq!(&c[..4], &[0x81, RR, 0, 7]);
         assert_eq!(u32_at(&c, 8), THEIRS);
     }
@@ -331,13 +336,18 @@ mod tests {
             vec![0x80, RR, 0, 1, 0, 0, 0, 1, 0x80], // a stray byte after the report
         ] {
             let mut c = broken.clone();
-            assert!(!correct(&mut c, Some(&SENT), Some(&block())), "{broken:?}");
+            assert!(
+                !correct(&mut c, Some(&SENT), || Some(block())),
+                "{broken:?}"
+            );
             assert_eq!(c, broken);
         }
-        // Feedback without a report (a NACK, say) gets no block.
+        // Feedback without a report (a NACK, say) gets no block, and none is made for it.
         let nack = vec![0x81, 205, 0, 3, 0, 0, 0, 1, 0, 0, 0, 2, 0, 5, 0, 0];
         let mut c = nack.clone();
-        assert!(!correct(&mut c, None, Some(&block())));
+        assert!(!correct(&mut c, None, || panic!(
+            "a block made for no report"
+        )));
         assert_eq!(c, nack);
     }
 

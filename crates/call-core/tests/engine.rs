@@ -658,12 +658,9 @@ fn a_browser_offer_without_audio_is_refused_and_nothing_is_kept() {
     assert_eq!(sim.engine.active_calls(), 0);
 }
 
-/// The scenarios that carry audio run three times: through str0m, with the engine's own
-/// receive path (`fast_receive`), and with its own send path too (`fast_send`). They must
-/// behave the same, and the fast paths must really be taken.
-/// The call's receive quality is reported every 5 s, from what really arrived: here one packet
-/// in ten is lost on the way.
-fn receive_quality_is_reported_from_what_arrived(sim: &mut Sim) {
+/// An answered echo call from a WhatsApp-like peer whose `packets` packets of 20 ms lose one in
+/// ten on the way (the rest are echoed); returns the peer and the call.
+fn a_call_losing_one_packet_in_ten(sim: &mut Sim, packets: usize) -> (usize, CallHandle) {
     let p = sim.add_peer("157.240.19.130:3480");
     let call = sim.inbound_call(p, ECHO);
     sim.run_until(Duration::from_secs(2), |s| {
@@ -671,7 +668,7 @@ fn receive_quality_is_reported_from_what_arrived(sim: &mut Sim) {
     });
     sim.engine.start_media(sim.now, call).expect("call exists");
     sim.drain_engine();
-    for i in 0..400 {
+    for i in 0..packets {
         if i % 10 == 5 {
             sim.peers[p].lose_one();
             sim.run_for(Duration::from_millis(20));
@@ -679,6 +676,13 @@ fn receive_quality_is_reported_from_what_arrived(sim: &mut Sim) {
             sim.talk(p, 1, payload);
         }
     }
+    (p, call)
+}
+
+/// The call's receive quality is reported every 5 s, from what really arrived: here one packet
+/// in ten is lost on the way.
+fn receive_quality_is_reported_from_what_arrived(sim: &mut Sim) {
+    let (_, call) = a_call_losing_one_packet_in_ten(sim, 400);
     let reports: Vec<(Option<f32>, f64)> = sim
         .events_of(call)
         .into_iter()
@@ -706,21 +710,7 @@ fn receive_quality_is_reported_from_what_arrived(sim: &mut Sim) {
 /// can measure the round trip. (On the fast paths str0m never sees the audio; the engine
 /// corrects its reports.)
 fn the_peer_hears_true_reports_of_the_audio_both_ways(sim: &mut Sim) {
-    let p = sim.add_peer("157.240.19.130:3480");
-    let call = sim.inbound_call(p, ECHO);
-    sim.run_until(Duration::from_secs(2), |s| {
-        s.peers[p].connected && s.events_of(call).contains(&&CallEvent::Connected)
-    });
-    sim.engine.start_media(sim.now, call).expect("call exists");
-    sim.drain_engine();
-    for i in 0..600 {
-        if i % 10 == 5 {
-            sim.peers[p].lose_one();
-            sim.run_for(Duration::from_millis(20));
-        } else {
-            sim.talk(p, 1, payload);
-        }
-    }
+    let (p, _) = a_call_losing_one_packet_in_ten(sim, 600);
     sim.run_for(Duration::from_secs(1));
     let peer = &sim.peers[p];
 
@@ -760,6 +750,9 @@ fn the_peer_hears_true_reports_of_the_audio_both_ways(sim: &mut Sim) {
     assert!(told.bytes >= told.packets * 60, "{ingress:?}");
 }
 
+/// The scenarios that carry audio run three times: through str0m, with the engine's own
+/// receive path (`fast_receive`), and with its own send path too (`fast_send`). They must
+/// behave the same, and the fast paths must really be taken.
 mod both_receive_paths {
     use super::*;
 
