@@ -254,6 +254,48 @@ impl Browser {
         }
     }
 
+    /// Waits until the browser's WebRTC stack has taken in the bridge's RTCP reports: a
+    /// sender report about the audio it receives (`remote-outbound-rtp`, packets sent) and a
+    /// receiver report about the audio it sends (`remote-inbound-rtp`) from which it worked out
+    /// a round trip, which it can only do when the report echoes its own sender report. The
+    /// bridge's reports come every 5 s. Returns what the statistics said.
+    pub async fn believes_our_reports(&self) -> Value {
+        let deadline = tokio::time::Instant::now() + PAGE_WAIT;
+        loop {
+            let reports = self
+                .client
+                .execute_async(
+                    r#"const done = arguments[arguments.length - 1];
+                       const pc = window.phone && window.phone.pc;
+                       if (!pc) { done(null); return; }
+                       pc.getStats().then(report => {
+                         const found = {};
+                         report.forEach(s => {
+                           if (s.type === "remote-outbound-rtp" && s.kind === "audio") {
+                             found.sent = s.packetsSent;
+                           }
+                           if (s.type === "remote-inbound-rtp" && s.kind === "audio") {
+                             found.lost = s.packetsLost;
+                             found.rtt = s.roundTripTime === undefined ? null : s.roundTripTime;
+                           }
+                         });
+                         done(found);
+                       }, () => done(null));"#,
+                    vec![],
+                )
+                .await
+                .expect("stats");
+            if reports["sent"].as_u64().unwrap_or(0) > 0 && reports["rtt"].is_number() {
+                return reports;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the browser has not taken in our reports: {reports}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     /// A PNG of the page, for the README and for looking at.
     pub async fn screenshot(&self, path: &std::path::Path) {
         let png = self.client.screenshot().await.expect("screenshot");

@@ -366,6 +366,11 @@ async fn a_browser_hears_itself_through_the_echo_agent_on_a_service_with_no_what
         .to_owned();
     // The tone the fake microphone plays comes back, echoed.
     browser.hears(50).await;
+    // libwebrtc reads our RTCP reports (corrected for the audio the bridge's fast paths
+    // carried) as the truth: what we sent, nothing lost on loopback, and a round trip.
+    let reports = browser.believes_our_reports().await;
+    assert_eq!(reports["lost"], 0, "{reports}");
+    assert!(reports["rtt"].as_f64().unwrap_or(1.0) < 0.5, "{reports}");
     let shown = call_record(&app, &id).await;
     assert_eq!(shown["call"]["channel"], "test_phone");
     assert_eq!(shown["call"]["state"], "answered");
@@ -440,6 +445,9 @@ async fn firefox_hears_itself_through_the_echo_agent_too() {
     let id = call_from(&browser, &app, TOKEN).await;
     let (packets, _) = browser.hears(50).await;
     assert!(packets >= 50);
+    // Firefox's WebRTC stack reads our reports too.
+    let reports = browser.believes_our_reports().await;
+    assert!(reports["rtt"].as_f64().unwrap_or(1.0) < 0.5, "{reports}");
     let answer = browser
         .js("return window.phone.pc.remoteDescription.sdp;")
         .await;
