@@ -206,29 +206,36 @@ impl Browser {
         }
     }
 
+    /// The page's WebRTC statistics, gathered by `fold`: JavaScript run for every entry `s`
+    /// of `getStats()`, filling the object `found`. `Null` before the page has a connection.
+    async fn stats(&self, fold: &str) -> Value {
+        let script = format!(
+            r#"const done = arguments[arguments.length - 1];
+               const pc = window.phone && window.phone.pc;
+               if (!pc) {{ done(null); return; }}
+               pc.getStats().then(report => {{
+                 const found = {{}};
+                 report.forEach(s => {{ {fold} }});
+                 done(found);
+               }}, () => done(null));"#
+        );
+        self.client
+            .execute_async(&script, vec![])
+            .await
+            .expect("stats")
+    }
+
     /// The page's received audio, from WebRTC's own statistics: packets, and total energy
     /// (zero for silence; `None` where the browser does not report it).
     pub async fn inbound_audio(&self) -> (u64, Option<f64>) {
         let stats = self
-            .client
-            .execute_async(
-                r#"const done = arguments[arguments.length - 1];
-                   const pc = window.phone && window.phone.pc;
-                   if (!pc) { done(null); return; }
-                   pc.getStats().then(report => {
-                     let found = null;
-                     report.forEach(s => {
-                       if (s.type === "inbound-rtp" && s.kind === "audio") {
-                         found = {packets: s.packetsReceived || 0,
-                                  energy: s.totalAudioEnergy === undefined ? null : s.totalAudioEnergy};
-                       }
-                     });
-                     done(found);
-                   }, () => done(null));"#,
-                vec![],
+            .stats(
+                r#"if (s.type === "inbound-rtp" && s.kind === "audio") {
+                     found.packets = s.packetsReceived || 0;
+                     found.energy = s.totalAudioEnergy === undefined ? null : s.totalAudioEnergy;
+                   }"#,
             )
-            .await
-            .expect("stats");
+            .await;
         (
             stats["packets"].as_u64().unwrap_or(0),
             stats["energy"].as_f64(),
@@ -263,28 +270,16 @@ impl Browser {
         let deadline = tokio::time::Instant::now() + PAGE_WAIT;
         loop {
             let reports = self
-                .client
-                .execute_async(
-                    r#"const done = arguments[arguments.length - 1];
-                       const pc = window.phone && window.phone.pc;
-                       if (!pc) { done(null); return; }
-                       pc.getStats().then(report => {
-                         const found = {};
-                         report.forEach(s => {
-                           if (s.type === "remote-outbound-rtp" && s.kind === "audio") {
-                             found.sent = s.packetsSent;
-                           }
-                           if (s.type === "remote-inbound-rtp" && s.kind === "audio") {
-                             found.lost = s.packetsLost;
-                             found.rtt = s.roundTripTime === undefined ? null : s.roundTripTime;
-                           }
-                         });
-                         done(found);
-                       }, () => done(null));"#,
-                    vec![],
+                .stats(
+                    r#"if (s.type === "remote-outbound-rtp" && s.kind === "audio") {
+                         found.sent = s.packetsSent;
+                       }
+                       if (s.type === "remote-inbound-rtp" && s.kind === "audio") {
+                         found.lost = s.packetsLost;
+                         found.rtt = s.roundTripTime === undefined ? null : s.roundTripTime;
+                       }"#,
                 )
-                .await
-                .expect("stats");
+                .await;
             if reports["sent"].as_u64().unwrap_or(0) > 0 && reports["rtt"].is_number() {
                 return reports;
             }
