@@ -28,9 +28,9 @@ use std::cell::RefCell;
 use std::sync::{Arc, OnceLock};
 
 use str0m::crypto::{
-    AeadAes128Gcm, AeadAes128GcmCipher, AeadAes256Gcm, AeadAes256GcmCipher, Aes128CmSha1_80,
-    Aes128CmSha1_80Cipher, CryptoProvider, Sha1HmacProvider, SrtpProvider, SupportedAeadAes128Gcm,
-    SupportedAeadAes256Gcm, SupportedAes128CmSha1_80,
+    AeadAes128Gcm, AeadAes128GcmCipher, AeadAes256GcmCipher, Aes128CmSha1_80,
+    Aes128CmSha1_80Cipher, CryptoError, CryptoProvider, Sha1HmacProvider, SrtpProvider,
+    SupportedAeadAes128Gcm, SupportedAeadAes256Gcm, SupportedAes128CmSha1_80,
 };
 
 /// The SRTP protection profiles DTLS can settle on (RFC 5764, RFC 7714).
@@ -229,14 +229,7 @@ pub struct SrtpStream {
 
 enum Cipher {
     /// RFC 7714: AES-GCM, the session salt in the nonce, the header as associated data.
-    Gcm128 {
-        salt: [u8; 12],
-        cipher: Box<dyn AeadAes128GcmCipher>,
-    },
-    Gcm256 {
-        salt: [u8; 12],
-        cipher: Box<dyn AeadAes256GcmCipher>,
-    },
+    Gcm { salt: [u8; 12], cipher: Gcm },
     /// RFC 3711: AES in counter mode, then an 80-bit HMAC-SHA1 tag over header, encrypted
     /// payload and rollover counter.
     CmSha1 {
@@ -247,11 +240,47 @@ enum Cipher {
     },
 }
 
+/// AES-GCM with either key length: str0m's provider has a cipher trait per length, and this is
+/// the one place that tells them apart. Everything else about the two profiles is the same
+/// (RFC 7714: nonce, associated data, tag), so their IVs are made with `AeadAes128Gcm`'s.
+enum Gcm {
+    Aes128(Box<dyn AeadAes128GcmCipher>),
+    Aes256(Box<dyn AeadAes256GcmCipher>),
+}
+
+impl Gcm {
+    fn encrypt(
+        &mut self,
+        iv: &[u8; 12],
+        aad: &[u8],
+        input: &[u8],
+        output: &mut [u8],
+    ) -> Result<(), CryptoError> {
+        match self {
+            Self::Aes128(cipher) => cipher.encrypt(iv, aad, input, output),
+            Self::Aes256(cipher) => cipher.encrypt(iv, aad, input, output),
+        }
+    }
+
+    fn decrypt(
+        &mut self,
+        iv: &[u8; 12],
+        aads: &[&[u8]],
+        input: &[u8],
+        output: &mut [u8],
+    ) -> Result<usize, CryptoError> {
+        match self {
+            Self::Aes128(cipher) => cipher.decrypt(iv, aads, input, output),
+            Self::Aes256(cipher) => cipher.decrypt(iv, aads, input, output),
+        }
+    }
+}
+
 impl Cipher {
     /// What protection adds after the payload.
     fn tag_len(&self) -> usize {
         match self {
-            Self::Gcm128 { .. } | Self::Gcm256 { .. } => AeadAes128Gcm::TAG_LEN,
+            Self::Gcm { .. } => AeadAes128Gcm::TAG_LEN,
             Self::CmSha1 { .. } => Aes128CmSha1_80::HMAC_TAG_LEN,
         }
     }
@@ -261,21 +290,24 @@ impl Cipher {
     /// The cipher for a direction's keys (`encrypt` to protect, else to unprotect), with the
     /// session keys derived under RTP's or RTCP's labels.
     fn new(master: &SrtpMaster, encrypt: bool, labels: Labels) -> Self {
-        let provider = str0m::crypto::from_feature_flags();
+        // The process's provider: the ciphers every leg's str0m uses.
+        let provider = crate::crypto::provider();
         let srtp = provider.srtp_provider;
         // Each key's and salt's length comes from where it goes.
         match master.profile {
-            SrtpProfile::AeadAes128Gcm => Self::Gcm128 {
+            SrtpProfile::AeadAes128Gcm => Self::Gcm {
                 salt: derived(srtp, master, labels.salt),
-                cipher: srtp
-                    .aead_aes_128_gcm()
-                    .create_cipher(derived(srtp, master, labels.encryption), encrypt),
+                cipher: Gcm::Aes128(
+                    srtp.aead_aes_128_gcm()
+                        .create_cipher(derived(srtp, master, labels.encryption), encrypt),
+                ),
             },
-            SrtpProfile::AeadAes256Gcm => Self::Gcm256 {
+            SrtpProfile::AeadAes256Gcm => Self::Gcm {
                 salt: derived(srtp, master, labels.salt),
-                cipher: srtp
-                    .aead_aes_256_gcm()
-                    .create_cipher(derived(srtp, master, labels.encryption), encrypt),
+                cipher: Gcm::Aes256(
+                    srtp.aead_aes_256_gcm()
+                        .create_cipher(derived(srtp, master, labels.encryption), encrypt),
+                ),
             },
             SrtpProfile::Aes128CmSha1_80 => Self::CmSha1 {
                 salt: derived(srtp, master, labels.salt),
@@ -341,12 +373,8 @@ impl SrtpStream {
         let aad = &packet[..header];
         let sealed = &packet[header..];
         let opened = match &mut self.cipher {
-            Cipher::Gcm128 { salt, cipher } => {
+            Cipher::Gcm { salt, cipher } => {
                 let iv = AeadAes128Gcm::rtp_iv(*salt, ssrc, roc, seq);
-                cipher.decrypt(&iv, &[aad], sealed, &mut out[header..])
-            }
-            Cipher::Gcm256 { salt, cipher } => {
-                let iv = AeadAes256Gcm::rtp_iv(*salt, ssrc, roc, seq);
                 cipher.decrypt(&iv, &[aad], sealed, &mut out[header..])
             }
             Cipher::CmSha1 {
@@ -408,12 +436,8 @@ impl SrtpStream {
         out.resize(len, 0);
         let (aad, sealed) = out.split_at_mut(sealed_at);
         let result = match &mut self.cipher {
-            Cipher::Gcm128 { salt, cipher } => {
+            Cipher::Gcm { salt, cipher } => {
                 let iv = AeadAes128Gcm::rtp_iv(*salt, ssrc, roc, seq);
-                cipher.encrypt(&iv, aad, payload, sealed)
-            }
-            Cipher::Gcm256 { salt, cipher } => {
-                let iv = AeadAes256Gcm::rtp_iv(*salt, ssrc, roc, seq);
                 cipher.encrypt(&iv, aad, payload, sealed)
             }
             Cipher::CmSha1 {
@@ -479,9 +503,7 @@ impl SrtcpStream {
         // encrypted compound, index word, then the tag over all of them, checked first so
         // nothing is decrypted from a packet that does not authenticate.
         let (body, word_bytes) = match &self.cipher {
-            Cipher::Gcm128 { .. } | Cipher::Gcm256 { .. } => {
-                packet.split_at(packet.len() - SRTCP_INDEX_LEN)
-            }
+            Cipher::Gcm { .. } => packet.split_at(packet.len() - SRTCP_INDEX_LEN),
             Cipher::CmSha1 { auth_key, hmac, .. } => {
                 let (covered, tag) = packet.split_at(packet.len() - tag_len);
                 let hmac = |key: &[u8], parts: &[&[u8]]| hmac.sha1_hmac(key, parts);
@@ -500,12 +522,8 @@ impl SrtcpStream {
         out.resize(body.len(), 0);
         let aad = [clear, word_bytes];
         let opened = match &mut self.cipher {
-            Cipher::Gcm128 { salt, cipher } => {
+            Cipher::Gcm { salt, cipher } => {
                 let iv = AeadAes128Gcm::rtcp_iv(*salt, ssrc, index);
-                cipher.decrypt(&iv, &aad, sealed, &mut out[SRTCP_CLEAR..])
-            }
-            Cipher::Gcm256 { salt, cipher } => {
-                let iv = AeadAes256Gcm::rtcp_iv(*salt, ssrc, index);
                 cipher.decrypt(&iv, &aad, sealed, &mut out[SRTCP_CLEAR..])
             }
             Cipher::CmSha1 { salt, cipher, .. } => {
@@ -543,17 +561,8 @@ impl SrtcpStream {
         out.extend_from_slice(clear);
         out.resize(compound.len() + tag_len, 0);
         let result = match &mut self.cipher {
-            Cipher::Gcm128 { salt, cipher } => {
+            Cipher::Gcm { salt, cipher } => {
                 let iv = AeadAes128Gcm::rtcp_iv(*salt, ssrc, index);
-                cipher.encrypt(
-                    &iv,
-                    &gcm_rtcp_aad(clear, word),
-                    plain,
-                    &mut out[SRTCP_CLEAR..],
-                )
-            }
-            Cipher::Gcm256 { salt, cipher } => {
-                let iv = AeadAes256Gcm::rtcp_iv(*salt, ssrc, index);
                 cipher.encrypt(
                     &iv,
                     &gcm_rtcp_aad(clear, word),
@@ -569,7 +578,7 @@ impl SrtcpStream {
         // The buffer is sized for the compound and the tag: the cipher has no other way to fail.
         result.map_err(|_| SrtpError::NotRtcp)?;
         match &self.cipher {
-            Cipher::Gcm128 { .. } | Cipher::Gcm256 { .. } => {
+            Cipher::Gcm { .. } => {
                 out.extend_from_slice(&word.to_be_bytes());
             }
             Cipher::CmSha1 { auth_key, hmac, .. } => {
