@@ -81,13 +81,15 @@ pub struct EngineConfig {
     /// An outbound call nobody answers ends after this long.
     pub ring_timeout: Duration,
     /// Decrypt incoming audio ourselves, with the keys str0m derived ([`crate::srtp`]),
-    /// instead of through str0m's receive path: less work per packet. Off by default: str0m
-    /// then sees no incoming RTP on such a leg, so its RTCP receiver reports say nothing about
-    /// the stream ([`CallEvent::Quality`] is then computed by the engine itself).
+    /// instead of through str0m's receive path: less work per packet. str0m then sees no
+    /// incoming RTP on such a leg: the engine keeps the stream's quality itself
+    /// ([`CallEvent::Quality`]) and puts it in str0m's receiver reports ([`crate::rtcp`]).
+    /// Off in [`EngineConfig::new`]; the service turns it on (`RTC_FAST_RECEIVE`).
     pub fast_receive: bool,
     /// Encrypt outgoing audio ourselves, with the keys str0m derived, and send it without
-    /// str0m's send path (write, pacer, poll). Off by default: str0m then sends no RTP on such
-    /// a leg, so its RTCP sender reports count no packets.
+    /// str0m's send path (write, pacer, poll). str0m then sends no RTP on such a leg: the
+    /// engine adds what it sent to str0m's sender reports. Off in [`EngineConfig::new`]; the
+    /// service turns it on (`RTC_FAST_SEND`).
     pub fast_send: bool,
 }
 
@@ -276,11 +278,11 @@ struct Call {
 }
 
 /// What the fast send path needs: the leg's send keys and its audio stream's SSRC; and what
-/// it has sent, for the sender reports.
+/// it has sent, for the sender reports (the packets are the leg's `packets_out_fast`).
 struct FastSender {
     stream: SrtpStream,
     ssrc: u32,
-    packets: u32,
+    /// Payload octets sent (RFC 3550 keeps the count modulo 2^32).
     octets: u32,
     /// The RTP time of the last packet sent, and when it went.
     last: Option<(u32, Instant)>,
@@ -302,7 +304,6 @@ impl FastSender {
         Some(Self {
             stream: SrtpStream::new(keys, true),
             ssrc,
-            packets: 0,
             octets: 0,
             last: None,
             extensions,
@@ -334,24 +335,19 @@ impl FastSender {
             .protect_parts(roc, &self.header, payload, out)
             .is_ok();
         if sealed {
-            self.sent_one(now, rtp_time, payload.len());
+            self.octets = self.octets.wrapping_add(payload.len() as u32);
+            self.last = Some((rtp_time, now));
         }
         sealed
     }
 
-    /// A packet of `payload_len` bytes at RTP time `rtp_time` went out.
-    fn sent_one(&mut self, now: Instant, rtp_time: u32, payload_len: usize) {
-        // RFC 3550 keeps both counts modulo 2^32.
-        self.packets = self.packets.wrapping_add(1);
-        self.octets = self.octets.wrapping_add(payload_len as u32);
-        self.last = Some((rtp_time, now));
-    }
-
-    /// What a sender report sent now should say about the stream.
-    fn sent(&self, now: Instant) -> rtcp::Sent {
+    /// What a sender report sent now should say about the stream, `packets` of which went
+    /// out this way.
+    fn sent(&self, now: Instant, packets: u64) -> rtcp::Sent {
         rtcp::Sent {
             ssrc: self.ssrc,
-            packets: self.packets,
+            // Modulo 2^32, as RFC 3550 counts.
+            packets: packets as u32,
             octets: self.octets,
             // The audio's clock ran on since the last packet.
             rtp_time: self.last.map(|(rtp_time, at)| {
@@ -1190,10 +1186,13 @@ impl Engine {
                 self.totals.packets_in_fast += 1;
                 if let Some(quality) = call.fast_quality.as_mut() {
                     quality.packet(now, index, timestamp);
-                }
-                // The user's side only, as str0m's own statistics are reported.
-                if let (Some(quality), Role::User { .. }) = (call.fast_quality.as_mut(), role) {
-                    if let Some(report) = quality.report(now) {
+                    // Every leg's receiver reports carry its quality; the events are about the
+                    // user's side only, as str0m's own statistics are reported.
+                    let report = match role {
+                        Role::User { .. } => quality.report(now),
+                        Role::Model { .. } => None,
+                    };
+                    if let Some(report) = report {
                         self.outputs.push_back(Output::Event(
                             handle,
                             CallEvent::Quality {
@@ -1489,7 +1488,10 @@ impl Call {
         let Ok(word) = reports.open_ours.unprotect(contents, &mut reports.plain) else {
             return;
         };
-        let sent = self.fast_tx.as_ref().map(|fast| fast.sent(now));
+        let sent = self
+            .fast_tx
+            .as_ref()
+            .map(|fast| fast.sent(now, self.stats.packets_out_fast));
         let (quality, receiver) = (self.fast_quality.as_mut(), self.fast_rx.as_ref());
         let block = || {
             let ssrc = receiver?.ssrc()?;
