@@ -11,7 +11,7 @@
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::SocketAddr;
-use std::os::fd::RawFd;
+use std::os::fd::AsRawFd;
 
 use nix::errno::Errno;
 use nix::sys::socket::{
@@ -52,7 +52,7 @@ impl Receiver {
     /// its source to `each`.
     pub(super) fn receive(
         &mut self,
-        fd: RawFd,
+        socket: &impl AsRawFd,
         mut each: impl FnMut(SocketAddr, &[u8]),
     ) -> io::Result<Read> {
         self.read.clear();
@@ -65,7 +65,7 @@ impl Receiver {
                 )]
             });
             let results = match recvmmsg(
-                fd,
+                socket.as_raw_fd(),
                 &mut self.headers,
                 slices.iter_mut(),
                 MsgFlags::MSG_DONTWAIT,
@@ -109,16 +109,21 @@ impl Sender {
     }
 
     /// Queues a datagram; a full burst goes out at once.
-    pub(super) fn push(&mut self, fd: RawFd, destination: SocketAddr, contents: Vec<u8>) {
+    pub(super) fn push(
+        &mut self,
+        socket: &impl AsRawFd,
+        destination: SocketAddr,
+        contents: Vec<u8>,
+    ) {
         self.queue.push((destination, contents));
         if self.queue.len() == BURST {
-            self.flush(fd);
+            self.flush(socket);
         }
     }
 
     /// Sends everything queued. A datagram the kernel refuses (a full send buffer: the host
     /// cannot keep up) is dropped as the network would drop it, rather than stall every call.
-    pub(super) fn flush(&mut self, fd: RawFd) {
+    pub(super) fn flush(&mut self, socket: &impl AsRawFd) {
         let mut next = 0;
         while next < self.queue.len() {
             let batch = &self.queue[next..];
@@ -129,7 +134,7 @@ impl Sender {
                 batch.iter().map(|(_, c)| [IoSlice::new(c)]).collect();
             let no_control: &[ControlMessage<'_>] = &[];
             match sendmmsg(
-                fd,
+                socket.as_raw_fd(),
                 &mut self.headers,
                 &slices,
                 &self.addresses,
@@ -163,7 +168,6 @@ fn socket_addr(address: &SockaddrStorage) -> Option<SocketAddr> {
 mod tests {
     use super::*;
     use std::net::UdpSocket;
-    use std::os::fd::AsRawFd;
     use std::time::Duration;
 
     fn pair() -> (UdpSocket, UdpSocket) {
@@ -187,9 +191,7 @@ mod tests {
         let mut receiver = Receiver::new();
         let mut got = Vec::new();
         let read = receiver
-            .receive(ours.as_raw_fd(), |source, data| {
-                got.push((source, data.to_vec()))
-            })
+            .receive(&ours, |source, data| got.push((source, data.to_vec())))
             .expect("receive");
         assert!(matches!(read, Read::Datagrams(5)));
         let expected: Vec<_> = (0..5u8)
@@ -200,7 +202,7 @@ mod tests {
             .collect();
         assert_eq!(got, expected);
         let read = receiver
-            .receive(ours.as_raw_fd(), |_, _| panic!("nothing was sent"))
+            .receive(&ours, |_, _| panic!("nothing was sent"))
             .expect("receive");
         assert!(matches!(read, Read::Empty));
     }
@@ -219,7 +221,7 @@ mod tests {
         let mut full_bursts = 0;
         loop {
             match receiver
-                .receive(ours.as_raw_fd(), |_, data| got.push(data.to_vec()))
+                .receive(&ours, |_, data| got.push(data.to_vec()))
                 .expect("receive")
             {
                 Read::Datagrams(n) if n == BURST => full_bursts += 1,
@@ -242,18 +244,17 @@ mod tests {
             .expect("timeout");
         a.set_read_timeout(Some(Duration::from_secs(2)))
             .expect("timeout");
-        let fd = ours.as_raw_fd();
         let mut sender = Sender::new();
         // An IPv6 destination on an IPv4 socket: the kernel refuses that one datagram.
         let refused: SocketAddr = "[::1]:9".parse().expect("addr");
-        sender.push(fd, a.local_addr().expect("addr"), b"one".to_vec());
-        sender.push(fd, refused, b"lost".to_vec());
-        sender.push(fd, b.local_addr().expect("addr"), b"two".to_vec());
+        sender.push(&ours, a.local_addr().expect("addr"), b"one".to_vec());
+        sender.push(&ours, refused, b"lost".to_vec());
+        sender.push(&ours, b.local_addr().expect("addr"), b"two".to_vec());
         // Over a burst: the first full burst goes out from `push`, the rest from `flush`.
         for i in 0..BURST {
-            sender.push(fd, a.local_addr().expect("addr"), vec![i as u8]);
+            sender.push(&ours, a.local_addr().expect("addr"), vec![i as u8]);
         }
-        sender.flush(fd);
+        sender.flush(&ours);
         let mut buf = [0u8; 16];
         let (n, from) = a.recv_from(&mut buf).expect("a");
         assert_eq!(

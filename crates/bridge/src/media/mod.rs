@@ -21,7 +21,6 @@ pub mod stun;
 
 use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
-use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -446,14 +445,13 @@ impl Driver {
         // Made here: their headers hold raw pointers, so they stay on this thread.
         let mut receiver = batch::Receiver::new();
         let mut sender = batch::Sender::new();
-        let fd = self.socket.as_raw_fd();
         // The socket is edge-triggered: after a full burst, read on without waiting.
         let mut more_to_read = false;
         // What the last wake-up did, and since when: timed until the thread waits again.
         let mut work = Work::default();
         let mut woke = Instant::now();
         loop {
-            let deadline = self.drain(fd, &mut sender);
+            let deadline = self.drain(&mut sender);
             work.done(woke, &self.metrics);
             self.metrics
                 .active_calls
@@ -491,13 +489,13 @@ impl Driver {
                     }
                     Err(mpsc::error::TryRecvError::Empty) => break,
                     Err(mpsc::error::TryRecvError::Disconnected) => {
-                        self.shut_down(fd, &mut sender);
+                        self.shut_down(&mut sender);
                         return;
                     }
                 }
             }
             if more_to_read {
-                let (more, read) = self.receive_burst(fd, &mut receiver);
+                let (more, read) = self.receive_burst(&mut receiver);
                 more_to_read = more;
                 work.datagrams += read;
             }
@@ -507,16 +505,16 @@ impl Driver {
                 self.engine.handle_timeout(now);
             }
         }
-        self.shut_down(fd, &mut sender);
+        self.shut_down(&mut sender);
     }
 
     /// Reads what is waiting, up to a burst: whether more may be waiting, and how many were
     /// read. A burst that is not full emptied the queue, so no further read is spent learning
     /// that it is empty; a datagram arriving later raises the edge again.
-    fn receive_burst(&mut self, fd: RawFd, receiver: &mut batch::Receiver) -> (bool, usize) {
+    fn receive_burst(&mut self, receiver: &mut batch::Receiver) -> (bool, usize) {
         let now = Instant::now();
         let engine = &mut self.engine;
-        match receiver.receive(fd, |source, contents| {
+        match receiver.receive(&self.socket, |source, contents| {
             if !engine.handle_receive(now, source, contents) {
                 tracing::trace!(%source, bytes = contents.len(), "datagram for no call");
             }
@@ -533,26 +531,26 @@ impl Driver {
     }
 
     /// Ends what is left, politely, and lets the close datagrams out.
-    fn shut_down(&mut self, fd: RawFd, sender: &mut batch::Sender) {
+    fn shut_down(&mut self, sender: &mut batch::Sender) {
         self.engine.hang_up_all(Instant::now(), EndReason::HungUp);
-        self.drain(fd, sender);
+        self.drain(sender);
         self.metrics.active_calls.set(0);
         tracing::debug!("media engine stopped");
     }
 
     /// Carries out the engine's outputs until it waits, the datagrams in batches; returns when
     /// it next needs time.
-    fn drain(&mut self, fd: RawFd, sender: &mut batch::Sender) -> Instant {
+    fn drain(&mut self, sender: &mut batch::Sender) -> Instant {
         loop {
             match self.engine.poll_output() {
                 Output::Timeout(at) => {
-                    sender.flush(fd);
+                    sender.flush(&self.socket);
                     return at;
                 }
                 Output::Transmit {
                     destination,
                     contents,
-                } => sender.push(fd, destination, contents),
+                } => sender.push(&self.socket, destination, contents),
                 Output::Event(call, event) => {
                     if let CallEvent::Quality { loss, jitter } = &event {
                         if let Some(loss) = loss {
