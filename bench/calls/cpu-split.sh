@@ -21,16 +21,11 @@ cd "$(dirname "$0")/../.."
 
 calls=${1:-300}
 target=${CARGO_TARGET_DIR:-target}
-anchor_dir=${PION_ANCHOR_DIR:-../shared/bench/pion-anchor}
-if [ ! -x "$anchor_dir/compare.sh" ]; then
-  echo "no Pion anchor at $anchor_dir (set PION_ANCHOR_DIR)" >&2
-  exit 1
-fi
 if ! command -v perf >/dev/null; then
   scripts/install-deps.sh perf
 fi
 cargo build --release --locked -p whatsapp-bridge >&2
-"$anchor_dir/build.sh" >&2
+. bench/calls/anchor.sh
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -39,8 +34,7 @@ ramp=$(( calls / 20 ))
 split() { # label process-name compare.sh-arguments...
   local label=$1 name=$2
   shift 2
-  ECHO_DELAY_MS=0 RTC_BIND_ADDRESS=127.0.0.1 LOG_LEVEL=warn \
-    "$anchor_dir/compare.sh" -n "$calls" -l "$label" "$@" 2>/dev/null | grep '^RESULT' >"$work/$label.result" &
+  compare -n "$calls" -l "$label" "$@" 2>/dev/null | grep '^RESULT' >"$work/$label.result" &
   local run=$!
   sleep $(( ramp + 7 ))
   local pid
@@ -52,7 +46,7 @@ split() { # label process-name compare.sh-arguments...
   perf record -F 1999 -p "$pid" -o "$work/$label.data" -- sleep 10 >/dev/null 2>&1
   wait "$counting" || true
   wait "$run" || true
-  local cpu kernel
+  local cpu kernel syscalls
   cpu=$(sed -E 's/.* cpu=([0-9.]+)cores.*/\1/' "$work/$label.result")
   kernel=$(perf report -i "$work/$label.data" --sort dso 2>/dev/null |
     awk '/\[kernel.kallsyms\]/ { gsub("%", "", $1); print $1 }')

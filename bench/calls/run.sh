@@ -51,42 +51,39 @@ stamp=$(date -u +%Y-%m-%dT%H:%MZ)
 cargo build --release --locked -p whatsapp-bridge -p loadgen >&2
 bridge="$target/release/whatsapp-bridge"
 
-echo "== loadgen: $calls $kind, ${duration}s streaming, ramp $ramp/s" >&2
-# ${mode[@]+...}: an empty array under `set -u` (bash before 4.4 calls it unbound).
-"$target/release/loadgen" --calls "$calls" --duration "$duration" --ramp "$ramp" ${mode[@]+"${mode[@]}"} \
-  --bridge "$bridge" --label "$name $stamp" --output "$results" >/dev/null
+# One loadgen run: what its label adds to "$name", then the bridge's settings (NAME=VALUE).
+run() {
+  local label=$1
+  shift
+  local settings=()
+  for setting in "$@"; do settings+=(--bridge-env "$setting"); done
+  echo "== loadgen: $calls $kind, ${duration}s streaming, ramp $ramp/s${*:+, with $*}" >&2
+  # ${array[@]+...}: an empty array under `set -u` (bash before 4.4 calls it unbound).
+  "$target/release/loadgen" --calls "$calls" --duration "$duration" --ramp "$ramp" ${mode[@]+"${mode[@]}"} \
+    --bridge "$bridge" ${settings[@]+"${settings[@]}"} \
+    --label "$name$label $stamp" --output "$results" >/dev/null
+}
+
+run ""
 # The same with the media thread at real-time priority, where the system allows it (the
 # bridge's log says if it does not: see docs/performance.md).
-echo "== loadgen: the same with RTC_REALTIME_PRIORITY=true" >&2
-"$target/release/loadgen" --calls "$calls" --duration "$duration" --ramp "$ramp" ${mode[@]+"${mode[@]}"} \
-  --bridge "$bridge" --bridge-env RTC_REALTIME_PRIORITY=true \
-  --label "$name realtime $stamp" --output "$results" >/dev/null
+run " realtime" RTC_REALTIME_PRIORITY=true
 # And with str0m doing the SRTP of the audio, the engine's fast paths off (RTC_FAST_RECEIVE,
 # RTC_FAST_SEND: docs/performance.md), at normal and at real-time priority.
 for priority in false true; do
-  echo "== loadgen: the same with RTC_FAST_RECEIVE=false RTC_FAST_SEND=false RTC_REALTIME_PRIORITY=$priority" >&2
-  "$target/release/loadgen" --calls "$calls" --duration "$duration" --ramp "$ramp" ${mode[@]+"${mode[@]}"} \
-    --bridge "$bridge" --bridge-env RTC_FAST_RECEIVE=false --bridge-env RTC_FAST_SEND=false \
-    --bridge-env RTC_REALTIME_PRIORITY=$priority \
-    --label "$name str0m realtime=$priority $stamp" --output "$results" >/dev/null
+  run " str0m realtime=$priority" RTC_FAST_RECEIVE=false RTC_FAST_SEND=false RTC_REALTIME_PRIORITY=$priority
 done
 
 if $anchor; then
-  anchor_dir=${PION_ANCHOR_DIR:-../shared/bench/pion-anchor}
-  if [ ! -x "$anchor_dir/compare.sh" ]; then
-    echo "no Pion anchor at $anchor_dir (set PION_ANCHOR_DIR)" >&2
-    exit 1
-  fi
-  "$anchor_dir/build.sh" >&2
+  . bench/calls/anchor.sh
   # The anchor's README: 300 calls, ours and Pion one after the other in the same run; only
   # ratios from one run mean anything on a shared machine.
   anchor_calls=${ANCHOR_CALLS:-300}
   echo "== Pion anchor comparison: $anchor_calls calls" >&2
-  ours=$(ECHO_DELAY_MS=0 RTC_BIND_ADDRESS=127.0.0.1 LOG_LEVEL=warn \
-    "$anchor_dir/compare.sh" -n "$anchor_calls" -l ours -o "${results%.jsonl}.anchor.jsonl" "$bridge" | grep '^RESULT')
-  slow=$(RTC_FAST_RECEIVE=false RTC_FAST_SEND=false ECHO_DELAY_MS=0 RTC_BIND_ADDRESS=127.0.0.1 LOG_LEVEL=warn \
-    "$anchor_dir/compare.sh" -n "$anchor_calls" -l ours-str0m -o "${results%.jsonl}.anchor.jsonl" "$bridge" | grep '^RESULT')
-  pion=$("$anchor_dir/compare.sh" -n "$anchor_calls" -l pion -o "${results%.jsonl}.anchor.jsonl" pion | grep '^RESULT')
+  jsonl="${results%.jsonl}.anchor.jsonl"
+  ours=$(compare -n "$anchor_calls" -l ours -o "$jsonl" "$bridge" | grep '^RESULT')
+  slow=$(RTC_FAST_RECEIVE=false RTC_FAST_SEND=false compare -n "$anchor_calls" -l ours-str0m -o "$jsonl" "$bridge" | grep '^RESULT')
+  pion=$(compare -n "$anchor_calls" -l pion -o "$jsonl" pion | grep '^RESULT')
   echo "$ours"
   echo "$slow"
   echo "$pion"
