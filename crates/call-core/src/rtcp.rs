@@ -16,6 +16,8 @@
 //! The engine then seals the result under str0m's own SRTCP index ([`crate::srtp::SrtcpStream`]).
 //! Anything that does not parse as a compound RTCP packet is left as str0m made it.
 
+use crate::srtp::u32_at;
+
 /// The sender report's packet type.
 const SR: u8 = 200;
 /// The receiver report's packet type.
@@ -174,16 +176,16 @@ pub(crate) fn correct(
         }
     }
     // Otherwise the first report with room takes it, after its other blocks.
-    let Some(part) = parts.iter().find(|p| {
-        p.blocks_at().is_some()
-            && compound[p.at] & 0x1f < MAX_BLOCKS
+    let Some((part, blocks_at)) = parts.iter().find_map(|p| {
+        let has_room = compound[p.at] & 0x1f < MAX_BLOCKS
             // Padding would have to move: no report str0m makes is padded.
-            && compound[p.at] & 0x20 == 0
+            && compound[p.at] & 0x20 == 0;
+        Some((p, p.blocks_at().filter(|_| has_room)?))
     }) else {
         return changed;
     };
     let count = compound[part.at] & 0x1f;
-    let at = part.at + part.blocks_at().unwrap_or(RR_BLOCKS_AT) + usize::from(count) * BLOCK_LEN;
+    let at = part.at + blocks_at + usize::from(count) * BLOCK_LEN;
     let mut bytes = [0; BLOCK_LEN];
     block.write(&mut bytes);
     compound.splice(at..at, bytes);
@@ -207,10 +209,6 @@ pub(crate) fn sender_report_time(compound: &[u8], ssrc: u32) -> Option<u32> {
 /// (RFC 5761 §4).
 pub(crate) fn is_rtcp(datagram: &[u8]) -> bool {
     datagram.len() >= 8 && datagram[0] >> 6 == 2 && (192..=223).contains(&datagram[1])
-}
-
-fn u32_at(bytes: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
 }
 
 #[cfg(test)]

@@ -516,7 +516,7 @@ impl SrtcpStream {
         let word = index_word_of(word_bytes)?;
         let index = word & !SRTCP_ENCRYPTED;
         let (clear, sealed) = body.split_at(SRTCP_CLEAR);
-        let ssrc = ssrc_at(clear, 4);
+        let ssrc = u32_at(clear, 4);
         out.clear();
         out.extend_from_slice(clear);
         out.resize(body.len(), 0);
@@ -552,7 +552,7 @@ impl SrtcpStream {
         if compound.len() < SRTCP_CLEAR || word & SRTCP_ENCRYPTED == 0 {
             return Err(SrtpError::NotRtcp);
         }
-        let ssrc = ssrc_at(compound, 4);
+        let ssrc = u32_at(compound, 4);
         let index = word & !SRTCP_ENCRYPTED;
         let (clear, plain) = compound.split_at(SRTCP_CLEAR);
         let tag_len = self.cipher.tag_len();
@@ -804,10 +804,11 @@ fn seq(packet: &[u8]) -> u16 {
 }
 
 fn ssrc(packet: &[u8]) -> u32 {
-    ssrc_at(packet, 8)
+    u32_at(packet, 8)
 }
 
-fn ssrc_at(packet: &[u8], at: usize) -> u32 {
+/// The big-endian 32-bit word at `at` (SSRCs, counts and times in RTP and RTCP).
+pub(crate) fn u32_at(packet: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([packet[at], packet[at + 1], packet[at + 2], packet[at + 3]])
 }
 
