@@ -227,11 +227,7 @@ async fn an_inbound_call_is_answered_and_the_caller_hears_their_own_audio() {
         "{metrics}"
     );
     // The media thread timed its wake-ups while it carried the call.
-    let wake_ups: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("whatsapp_bridge_media_loop_busy_seconds_count "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no media loop timing: {metrics}"));
+    let wake_ups = metric(&metrics, "whatsapp_bridge_media_loop_busy_seconds_count");
     assert!(
         wake_ups >= 50.0,
         "{wake_ups} wake-ups timed for a call of 50 packets each way"
