@@ -3,7 +3,8 @@
 # bridge and for Pion (same run, 300 calls by default), samples each bridge with `perf record`
 # during the steady window, and prints how much of its CPU is the kernel's (the UDP send and
 # receive path, epoll, scheduling) and how much is user space (its code, its libraries, libc),
-# and counts its system calls per echoed packet.
+# and counts its system calls per echoed packet. Then it measures the floor: the same load through
+# our media thread's socket loop with no SRTP or call logic behind it (examples/udp_floor.rs).
 #
 #   bench/calls/cpu-split.sh [calls]
 #   RTC_FAST_RECEIVE=false RTC_FAST_SEND=false bench/calls/cpu-split.sh  # our bridge with str0m
@@ -24,7 +25,7 @@ target=${CARGO_TARGET_DIR:-target}
 if ! command -v perf >/dev/null; then
   scripts/install-deps.sh perf
 fi
-cargo build --release --locked -p whatsapp-bridge >&2
+cargo build --release --locked -p whatsapp-bridge --bins --example udp_floor >&2
 . bench/calls/anchor.sh
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -65,6 +66,9 @@ split() { # label process-name compare.sh-arguments...
 # pgrep matches the kernel's process name, which is cut to 15 characters.
 split ours whatsapp-bridge "$target/release/whatsapp-bridge"
 split pion pion-echo-bridg pion
+# The floor: the same datagrams through our media thread's socket loop with nothing behind it
+# (examples/udp_floor.rs), what any bridge built like ours pays before its first instruction.
+"$target/release/examples/udp_floor" "$calls" 20 | tee "$work/floor.result"
 
 ours_kernel=$(sed -E 's/.*= ([0-9.]+) cores \(.*user space.*/\1/' "$work/ours.split")
 pion_cpu=$(sed -E 's/.* cpu=([0-9.]+)cores.*/\1/' "$work/pion.result")
@@ -72,6 +76,11 @@ awk -v p="$pion_cpu" -v k="$ours_kernel" -v pps=$(( calls * 50 )) 'BEGIN {
   b = p / 5
   printf "BUDGET 1/5 of Pion = %.3f cores; our kernel share alone = %.3f cores; left for all user-space work: %.3f cores = %.1f us per echoed packet\n",
     b, k, b - k, (b - k) / pps * 1e6 }'
+floor_cpu=$(sed -E 's/.* cpu=([0-9.]+)cores.*/\1/' "$work/floor.result")
+ours_cpu=$(sed -E 's/.* cpu=([0-9.]+)cores.*/\1/' "$work/ours.result")
+awk -v p="$pion_cpu" -v f="$floor_cpu" -v o="$ours_cpu" 'BEGIN {
+  printf "RATIO ours/pion=%.3f floor/pion=%.3f (target for ours <= 0.2); ours above the floor: %.3f cores\n",
+    o / p, f / p, o - f }'
 if [ -n "${PROFILE_DIR:-}" ]; then
   echo "HOT ours (perf report -i $PROFILE_DIR/ours.data):"
   perf report -i "$PROFILE_DIR/ours.data" --sort sym --no-children 2>/dev/null |

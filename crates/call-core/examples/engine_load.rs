@@ -2,7 +2,12 @@
 //! WhatsApp-like peers (str0m, in memory) call in, connect, and stream Opus for a while through
 //! the echo agent. Prints one JSON line.
 //!
-//! cargo run --release -p call-core --example engine_load -- [calls] [seconds]
+//! cargo run --release -p call-core --example engine_load -- [calls] [seconds] [fast | str0m]
+//!
+//! `fast` (the default, as the service runs) has the engine's fast paths carry the audio;
+//! `str0m` leaves it to str0m. `engine_us_per_echoed_packet` is the time spent inside the
+//! engine's own calls while streaming, the peers' work left out: the user-space part of the
+//! relay's cost per packet, with no kernel in it, steady enough to compare changes by.
 
 #![allow(clippy::print_stdout)] // the result line is the output
 
@@ -98,29 +103,37 @@ struct World {
     engine_addr: SocketAddr,
     engine_timeout: Instant,
     by_addr: std::collections::HashMap<SocketAddr, usize>,
+    /// Time spent inside the engine's calls.
+    engine_time: Duration,
 }
 
 impl World {
     /// One instant of virtual time: deliver, run due timers, deliver what they caused.
     fn step(&mut self, now: Instant) {
         self.deliver(now);
+        let started = Instant::now();
         if self.engine_timeout <= now {
             self.engine.handle_timeout(now);
         }
         // Sends what the timeout released; the deadline is read after the second delivery.
         drain_engine(&mut self.engine, &mut self.net, self.engine_addr);
+        self.engine_time += started.elapsed();
         for peer in self.peers.iter_mut().filter(|p| p.timeout <= now) {
             peer.rtc.handle_input(Input::Timeout(now)).expect("timeout");
             drain_peer(peer, &mut self.net);
         }
         self.deliver(now);
+        let started = Instant::now();
         self.engine_timeout = drain_engine(&mut self.engine, &mut self.net, self.engine_addr);
+        self.engine_time += started.elapsed();
     }
 
     fn deliver(&mut self, now: Instant) {
         while let Some((from, to, datagram)) = self.net.pop_front() {
             if to == self.engine_addr {
+                let started = Instant::now();
                 self.engine.handle_receive(now, from, &datagram);
+                self.engine_time += started.elapsed();
             } else if let Some(&i) = self.by_addr.get(&to) {
                 let receive = Receive::new(Protocol::Udp, from, to, &datagram).expect("datagram");
                 self.peers[i]
@@ -137,10 +150,14 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let calls: usize = args.get(1).and_then(|v| v.parse().ok()).unwrap_or(300);
     let seconds: u64 = args.get(2).and_then(|v| v.parse().ok()).unwrap_or(10);
+    let fast = args.get(3).map(String::as_str) != Some("str0m");
     let engine_addr: SocketAddr = "10.0.0.1:40000".parse().expect("addr");
     let start = Instant::now();
     let mut now = start;
-    let mut engine = Engine::new(EngineConfig::new(engine_addr), now);
+    let mut config = EngineConfig::new(engine_addr);
+    config.fast_receive = fast;
+    config.fast_send = fast;
+    let mut engine = Engine::new(config, now);
     let rss_idle = rss_kb();
     let mut peers = Vec::with_capacity(calls);
     let mut handles: Vec<CallHandle> = Vec::with_capacity(calls);
@@ -193,6 +210,7 @@ fn main() {
         engine_addr,
         engine_timeout,
         by_addr,
+        engine_time: Duration::ZERO,
     };
 
     // Connect everyone (virtual time, 1 ms steps).
@@ -207,6 +225,7 @@ fn main() {
 
     // Stream: every peer sends one 60-byte Opus packet per 20 ms of virtual time.
     let stream_cpu = cpu_secs();
+    world.engine_time = Duration::ZERO;
     let wall = Instant::now();
     let frames = seconds * 50;
     let payload: Arc<[u8]> = Arc::from(vec![0x48u8; 60]);
@@ -230,15 +249,21 @@ fn main() {
     }
     let stream_cpu = cpu_secs() - stream_cpu;
     let sent = frames * calls as u64;
-    let World { engine, peers, .. } = world;
+    let World {
+        engine,
+        peers,
+        engine_time,
+        ..
+    } = world;
     let echoed: u64 = peers.iter().map(|p| p.received).sum();
     let rss = rss_kb();
     // The peers are in this process too: count the engine's share by dropping them.
     drop(peers);
     let rss_engine_only = rss_kb();
     println!(
-        "{{\"calls\":{calls},\"seconds\":{seconds},\"packets_sent\":{sent},\"packets_echoed\":{echoed},\"setup_cpu_s\":{setup_cpu:.3},\"stream_cpu_s\":{stream_cpu:.3},\"cpu_us_per_echoed_packet_incl_peers\":{:.2},\"wall_s\":{:.2},\"rss_idle_kb\":{rss_idle},\"rss_kb\":{rss},\"rss_engine_only_kb\":{rss_engine_only},\"engine_kb_per_call\":{}}}",
+        "{{\"calls\":{calls},\"seconds\":{seconds},\"packets_sent\":{sent},\"packets_echoed\":{echoed},\"setup_cpu_s\":{setup_cpu:.3},\"stream_cpu_s\":{stream_cpu:.3},\"fast_paths\":{fast},\"cpu_us_per_echoed_packet_incl_peers\":{:.2},\"engine_us_per_echoed_packet\":{:.2},\"wall_s\":{:.2},\"rss_idle_kb\":{rss_idle},\"rss_kb\":{rss},\"rss_engine_only_kb\":{rss_engine_only},\"engine_kb_per_call\":{}}}",
         stream_cpu * 1e6 / echoed.max(1) as f64,
+        engine_time.as_secs_f64() * 1e6 / echoed.max(1) as f64,
         wall.elapsed().as_secs_f64(),
         (rss_engine_only.saturating_sub(rss_idle)) / calls as u64,
     );

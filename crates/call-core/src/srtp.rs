@@ -69,6 +69,19 @@ pub struct SrtpMaster {
     salt: Vec<u8>,
 }
 
+impl SrtpMaster {
+    /// A direction's master key and salt for `profile`; `None` when their lengths are not the
+    /// profile's. The engine takes them from DTLS; this is for keys from elsewhere (tests,
+    /// `examples/srtp_cost.rs`).
+    pub fn new(profile: SrtpProfile, key: &[u8], salt: &[u8]) -> Option<Self> {
+        (key.len() == profile.key_len() && salt.len() == profile.salt_len()).then(|| Self {
+            profile,
+            key: key.to_vec(),
+            salt: salt.to_vec(),
+        })
+    }
+}
+
 // Keys stay out of logs.
 impl std::fmt::Debug for SrtpMaster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -1090,11 +1103,12 @@ mod tests {
             SrtpProfile::AeadAes128Gcm,
             SrtpProfile::Aes128CmSha1_80,
         ] {
-            let master = SrtpMaster {
+            let master = SrtpMaster::new(
                 profile,
-                key: vec![7; profile.key_len()],
-                salt: vec![9; profile.salt_len()],
-            };
+                &vec![7; profile.key_len()],
+                &vec![9; profile.salt_len()],
+            )
+            .unwrap();
             let (mut sealed, mut plain) = (Vec::new(), Vec::new());
             let word = SRTCP_ENCRYPTED | 41;
             SrtcpStream::new(&master, true)
@@ -1116,6 +1130,19 @@ mod tests {
                 Err(SrtpError::NotRtcp),
                 "{profile:?}: in the clear"
             );
+        }
+    }
+
+    #[test]
+    fn a_master_has_its_profiles_key_and_salt_lengths() {
+        for (profile, key, salt) in [
+            (SrtpProfile::AeadAes128Gcm, 16, 12),
+            (SrtpProfile::AeadAes256Gcm, 32, 12),
+            (SrtpProfile::Aes128CmSha1_80, 16, 14),
+        ] {
+            assert!(SrtpMaster::new(profile, &vec![1; key], &vec![2; salt]).is_some());
+            assert!(SrtpMaster::new(profile, &vec![1; key + 1], &vec![2; salt]).is_none());
+            assert!(SrtpMaster::new(profile, &vec![1; key], &vec![2; salt - 1]).is_none());
         }
     }
 
@@ -1164,11 +1191,12 @@ mod tests {
     /// Sealed with one profile, opened by a receiver of the same keys: in order, across the
     /// sequence number's wrap, late, replayed, from elsewhere, altered.
     fn receiver_follows_the_rollover_and_refuses_replays(profile: SrtpProfile) {
-        let master = SrtpMaster {
+        let master = SrtpMaster::new(
             profile,
-            key: vec![7; profile.key_len()],
-            salt: vec![9; profile.salt_len()],
-        };
+            &vec![7; profile.key_len()],
+            &vec![9; profile.salt_len()],
+        )
+        .unwrap();
         let mut tx = SrtpStream::new(&master, true);
         let mut rx = SrtpReceiver::new(&master);
         let mut seal = |roc: u32, ssrc: u32, seq: u16| {

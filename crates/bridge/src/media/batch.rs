@@ -8,6 +8,9 @@
 //!
 //! Both halves are owned by the media thread alone (their headers hold raw pointers and are not
 //! `Send`), so they are made on it.
+//!
+//! Public for the relay benchmark's floor (`examples/udp_floor.rs`), which moves the same
+//! datagrams through these same calls with no call behind them.
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::SocketAddr;
@@ -19,13 +22,13 @@ use nix::sys::socket::{
 };
 
 /// Datagrams taken in one `recvmmsg` (and sent in one `sendmmsg`).
-pub(super) const BURST: usize = 64;
+pub const BURST: usize = 64;
 
 /// Room for one datagram: audio, RTCP, DTLS and STUN all fit in far less than an MTU.
 const DATAGRAM: usize = 2048;
 
 /// What one `recvmmsg` read.
-pub(super) enum Read {
+pub enum Read {
     /// This many datagrams; a full burst means more may be waiting.
     Datagrams(usize),
     /// The queue was empty.
@@ -33,14 +36,20 @@ pub(super) enum Read {
 }
 
 /// The receiving half: buffers and headers for a burst, reused for every call.
-pub(super) struct Receiver {
+pub struct Receiver {
     headers: MultiHeaders<SockaddrStorage>,
     buffers: Box<[[u8; DATAGRAM]; BURST]>,
     read: Vec<(usize, Option<SocketAddr>)>,
 }
 
+impl Default for Receiver {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Receiver {
-    pub(super) fn new() -> Self {
+    pub fn new() -> Self {
         Self {
             headers: MultiHeaders::preallocate(BURST, None),
             buffers: Box::new([[0; DATAGRAM]; BURST]),
@@ -50,7 +59,7 @@ impl Receiver {
 
     /// Reads what is waiting, up to a burst, without blocking, and hands each datagram with
     /// its source to `each`.
-    pub(super) fn receive(
+    pub fn receive(
         &mut self,
         socket: &impl AsRawFd,
         mut each: impl FnMut(SocketAddr, &[u8]),
@@ -93,14 +102,20 @@ impl Receiver {
 }
 
 /// The sending half: datagrams queued while the engine is drained, sent together.
-pub(super) struct Sender {
+pub struct Sender {
     headers: MultiHeaders<SockaddrStorage>,
     queue: Vec<(SocketAddr, Vec<u8>)>,
     addresses: Vec<Option<SockaddrStorage>>,
 }
 
+impl Default for Sender {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Sender {
-    pub(super) fn new() -> Self {
+    pub fn new() -> Self {
         Self {
             headers: MultiHeaders::preallocate(BURST, None),
             queue: Vec::with_capacity(BURST),
@@ -109,12 +124,7 @@ impl Sender {
     }
 
     /// Queues a datagram; a full burst goes out at once.
-    pub(super) fn push(
-        &mut self,
-        socket: &impl AsRawFd,
-        destination: SocketAddr,
-        contents: Vec<u8>,
-    ) {
+    pub fn push(&mut self, socket: &impl AsRawFd, destination: SocketAddr, contents: Vec<u8>) {
         self.queue.push((destination, contents));
         if self.queue.len() == BURST {
             self.flush(socket);
@@ -123,7 +133,7 @@ impl Sender {
 
     /// Sends everything queued. A datagram the kernel refuses (a full send buffer: the host
     /// cannot keep up) is dropped as the network would drop it, rather than stall every call.
-    pub(super) fn flush(&mut self, socket: &impl AsRawFd) {
+    pub fn flush(&mut self, socket: &impl AsRawFd) {
         let mut next = 0;
         while next < self.queue.len() {
             let batch = &self.queue[next..];

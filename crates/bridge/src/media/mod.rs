@@ -16,7 +16,7 @@
 //! re-armed per loop; and audio never queues behind webhook bursts or database work on the
 //! runtime's workers.
 
-mod batch;
+pub mod batch;
 pub mod stun;
 
 use std::io::ErrorKind;
