@@ -27,10 +27,13 @@
 use std::cell::RefCell;
 use std::sync::{Arc, OnceLock};
 
+use aws_lc_rs::cipher::{EncryptingKey, EncryptionContext, UnboundCipherKey, AES_128};
+use aws_lc_rs::hmac;
+use aws_lc_rs::iv::FixedLength;
 use str0m::crypto::{
-    AeadAes128Gcm, AeadAes128GcmCipher, AeadAes256GcmCipher, Aes128CmSha1_80,
-    Aes128CmSha1_80Cipher, CryptoError, CryptoProvider, Sha1HmacProvider, SrtpProvider,
-    SupportedAeadAes128Gcm, SupportedAeadAes256Gcm, SupportedAes128CmSha1_80,
+    AeadAes128Gcm, AeadAes128GcmCipher, AeadAes256GcmCipher, Aes128CmSha1_80, CryptoError,
+    CryptoProvider, SrtpProvider, SupportedAeadAes128Gcm, SupportedAeadAes256Gcm,
+    SupportedAes128CmSha1_80,
 };
 
 /// The SRTP protection profiles DTLS can settle on (RFC 5764, RFC 7714).
@@ -245,12 +248,57 @@ enum Cipher {
     Gcm { salt: [u8; 12], cipher: Gcm },
     /// RFC 3711: AES in counter mode, then an 80-bit HMAC-SHA1 tag over header, encrypted
     /// payload and rollover counter.
-    CmSha1 {
-        salt: [u8; 14],
-        cipher: Box<dyn Aes128CmSha1_80Cipher>,
-        auth_key: [u8; Aes128CmSha1_80::HMAC_KEY_LEN],
-        hmac: &'static dyn Sha1HmacProvider,
-    },
+    CmSha1 { salt: [u8; 14], cipher: Box<CmSha1> },
+}
+
+/// AES-128 in counter mode and HMAC-SHA1, their keys expanded once for the stream.
+///
+/// Why not str0m's provider, as for AES-GCM: its aws-lc-rs cipher for this profile expands the
+/// AES key, and its HMAC the authentication key, on every packet, which made a packet cost four
+/// times one under AES-GCM (`examples/srtp_cost.rs`). These are the same aws-lc primitives,
+/// keyed once; str0m's RFC 3711 helpers (`Aes128CmSha1_80::rtp_iv`, `rtp_hmac`, ...) still lay
+/// out the IVs and tags, and the tests check the result against str0m's own packets.
+struct CmSha1 {
+    ctr: EncryptingKey,
+    auth: hmac::Key,
+}
+
+impl CmSha1 {
+    fn new(key: &[u8; 16], auth_key: &[u8; Aes128CmSha1_80::HMAC_KEY_LEN]) -> Self {
+        let ctr = UnboundCipherKey::new(&AES_128, key)
+            .and_then(EncryptingKey::ctr)
+            .expect("a 16-byte key is an AES-128 key");
+        Self {
+            ctr,
+            auth: hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, auth_key),
+        }
+    }
+
+    /// `output` = `input` under the key stream from `iv` (counter mode is its own inverse).
+    fn apply(&self, iv: [u8; 16], input: &[u8], output: &mut [u8]) -> Result<(), CryptoError> {
+        let output = output
+            .get_mut(..input.len())
+            .ok_or_else(|| CryptoError::Other("AES-CM output too short".into()))?;
+        output.copy_from_slice(input);
+        self.ctr
+            .less_safe_encrypt(output, EncryptionContext::Iv128(FixedLength::from(iv)))
+            .map(drop)
+            .map_err(|_| CryptoError::Other("AES-CM failed".into()))
+    }
+
+    /// The HMAC-SHA1 of `parts`, in the shape str0m's RFC 3711 helpers take (their key
+    /// argument is ours already).
+    fn hmac(&self) -> impl Fn(&[u8], &[&[u8]]) -> [u8; 20] + '_ {
+        |_, parts| {
+            let mut context = hmac::Context::with_key(&self.auth);
+            for part in parts {
+                context.update(part);
+            }
+            let mut tag = [0; 20];
+            tag.copy_from_slice(context.sign().as_ref());
+            tag
+        }
+    }
 }
 
 /// AES-GCM with either key length: str0m's provider has a cipher trait per length, and this is
@@ -324,11 +372,10 @@ impl Cipher {
             },
             SrtpProfile::Aes128CmSha1_80 => Self::CmSha1 {
                 salt: derived(srtp, master, labels.salt),
-                cipher: srtp
-                    .aes_128_cm_sha1_80()
-                    .create_cipher(derived(srtp, master, labels.encryption), encrypt),
-                auth_key: derived(srtp, master, labels.authentication),
-                hmac: provider.sha1_hmac_provider,
+                cipher: Box::new(CmSha1::new(
+                    &derived(srtp, master, labels.encryption),
+                    &derived(srtp, master, labels.authentication),
+                )),
             },
         }
     }
@@ -390,23 +437,17 @@ impl SrtpStream {
                 let iv = AeadAes128Gcm::rtp_iv(*salt, ssrc, roc, seq);
                 cipher.decrypt(&iv, &[aad], sealed, &mut out[header..])
             }
-            Cipher::CmSha1 {
-                salt,
-                cipher,
-                auth_key,
-                hmac,
-            } => {
+            Cipher::CmSha1 { salt, cipher } => {
                 // Authenticate first: nothing is decrypted from a packet that does not.
                 let (covered, tag) = packet.split_at(packet.len() - tag_len);
                 let index = srtp_index(roc, seq);
-                let hmac = |key: &[u8], parts: &[&[u8]]| hmac.sha1_hmac(key, parts);
-                if !Aes128CmSha1_80::rtp_verify(hmac, auth_key, covered, index, tag) {
+                if !Aes128CmSha1_80::rtp_verify(cipher.hmac(), &[], covered, index, tag) {
                     return Err(SrtpError::Authentication);
                 }
                 let iv = Aes128CmSha1_80::rtp_iv(*salt, ssrc, index);
                 let payload = &covered[header..];
                 cipher
-                    .decrypt(&iv, payload, &mut out[header..header + payload.len()])
+                    .apply(iv, payload, &mut out[header..])
                     .map(|()| payload.len())
             }
         }
@@ -453,21 +494,13 @@ impl SrtpStream {
                 let iv = AeadAes128Gcm::rtp_iv(*salt, ssrc, roc, seq);
                 cipher.encrypt(&iv, aad, payload, sealed)
             }
-            Cipher::CmSha1 {
-                salt,
-                cipher,
-                auth_key,
-                hmac,
-            } => {
+            Cipher::CmSha1 { salt, cipher } => {
                 let index = srtp_index(roc, seq);
                 let iv = Aes128CmSha1_80::rtp_iv(*salt, ssrc, index);
-                cipher
-                    .encrypt(&iv, payload, &mut sealed[..payload.len()])
-                    .map(|()| {
-                        let hmac = |key: &[u8], parts: &[&[u8]]| hmac.sha1_hmac(key, parts);
-                        let tag_at = sealed_at + payload.len();
-                        Aes128CmSha1_80::rtp_hmac(hmac, auth_key, out, index, tag_at);
-                    })
+                cipher.apply(iv, payload, sealed).map(|()| {
+                    let tag_at = sealed_at + payload.len();
+                    Aes128CmSha1_80::rtp_hmac(cipher.hmac(), &[], out, index, tag_at);
+                })
             }
         };
         // The buffer is sized for the payload and the tag: the cipher has no other way to fail.
@@ -517,10 +550,9 @@ impl SrtcpStream {
         // nothing is decrypted from a packet that does not authenticate.
         let (body, word_bytes) = match &self.cipher {
             Cipher::Gcm { .. } => packet.split_at(packet.len() - SRTCP_INDEX_LEN),
-            Cipher::CmSha1 { auth_key, hmac, .. } => {
+            Cipher::CmSha1 { cipher, .. } => {
                 let (covered, tag) = packet.split_at(packet.len() - tag_len);
-                let hmac = |key: &[u8], parts: &[&[u8]]| hmac.sha1_hmac(key, parts);
-                if !Aes128CmSha1_80::rtcp_verify(hmac, auth_key, covered, tag) {
+                if !Aes128CmSha1_80::rtcp_verify(cipher.hmac(), &[], covered, tag) {
                     return Err(SrtpError::Authentication);
                 }
                 covered.split_at(covered.len() - SRTCP_INDEX_LEN)
@@ -539,10 +571,10 @@ impl SrtcpStream {
                 let iv = AeadAes128Gcm::rtcp_iv(*salt, ssrc, index);
                 cipher.decrypt(&iv, &aad, sealed, &mut out[SRTCP_CLEAR..])
             }
-            Cipher::CmSha1 { salt, cipher, .. } => {
+            Cipher::CmSha1 { salt, cipher } => {
                 let iv = Aes128CmSha1_80::rtp_iv(*salt, ssrc, u64::from(index));
                 cipher
-                    .decrypt(&iv, sealed, &mut out[SRTCP_CLEAR..])
+                    .apply(iv, sealed, &mut out[SRTCP_CLEAR..])
                     .map(|()| sealed.len())
             }
         };
@@ -583,9 +615,9 @@ impl SrtcpStream {
                     &mut out[SRTCP_CLEAR..],
                 )
             }
-            Cipher::CmSha1 { salt, cipher, .. } => {
+            Cipher::CmSha1 { salt, cipher } => {
                 let iv = Aes128CmSha1_80::rtp_iv(*salt, ssrc, u64::from(index));
-                cipher.encrypt(&iv, plain, &mut out[SRTCP_CLEAR..compound.len()])
+                cipher.apply(iv, plain, &mut out[SRTCP_CLEAR..])
             }
         };
         // The buffer is sized for the compound and the tag: the cipher has no other way to fail.
@@ -594,14 +626,13 @@ impl SrtcpStream {
             Cipher::Gcm { .. } => {
                 out.extend_from_slice(&word.to_be_bytes());
             }
-            Cipher::CmSha1 { auth_key, hmac, .. } => {
+            Cipher::CmSha1 { cipher, .. } => {
                 // The index goes before the tag, and the tag covers it.
                 out.truncate(compound.len());
                 out.extend_from_slice(&word.to_be_bytes());
                 let tag_at = out.len();
                 out.resize(tag_at + tag_len, 0);
-                let hmac = |key: &[u8], parts: &[&[u8]]| hmac.sha1_hmac(key, parts);
-                Aes128CmSha1_80::rtcp_hmac(hmac, auth_key, out, tag_at);
+                Aes128CmSha1_80::rtcp_hmac(cipher.hmac(), &[], out, tag_at);
             }
         }
         Ok(())
@@ -1178,6 +1209,30 @@ mod tests {
         assert_eq!(
             auth.to_vec(),
             hex("CEBE321F6FF7716B6FD4AB49AF256A156D38BAA4")
+        );
+    }
+
+    /// RFC 3711 Appendix B.2's AES-CM key stream, and RFC 2202's first HMAC-SHA1 case: the
+    /// keys this profile expands once give what the RFCs say.
+    #[test]
+    fn aes_cm_key_stream_and_hmac_sha1_match_their_rfcs() {
+        let key: [u8; 16] = hex("2B7E151628AED2A6ABF7158809CF4F3C").try_into().unwrap();
+        let cipher = CmSha1::new(&key, &[0x0b; 20]);
+        let iv: [u8; 16] = hex("F0F1F2F3F4F5F6F7F8F9FAFBFCFD0000").try_into().unwrap();
+        let mut stream = [0u8; 48];
+        cipher.apply(iv, &[0; 48], &mut stream).unwrap();
+        assert_eq!(
+            stream.to_vec(),
+            hex(concat!(
+                "E03EAD0935C95E80E166B16DD92B4EB4",
+                "D23513162B02D0F72A43A2FE4A5F97AB",
+                "41E95B3BB0A2E8DD477901E4FCA894C0"
+            ))
+        );
+        assert!(cipher.apply(iv, &[0; 48], &mut [0; 47]).is_err());
+        assert_eq!(
+            cipher.hmac()(&[], &[b"Hi ", b"There"]).to_vec(),
+            hex("B617318655057264E28BC0B6FB378C8EF146BE00")
         );
     }
 
