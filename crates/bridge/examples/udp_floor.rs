@@ -110,7 +110,7 @@ fn load(calls: usize, window: Duration) -> anyhow::Result<()> {
             .spawn()
             .context("starting the echo process")?,
     );
-    let pid = child.0.id();
+    let stat = format!("/proc/{}/stat", child.0.id());
     let mut line = String::new();
     BufReader::new(child.0.stdout.take().context("echo's stdout")?).read_line(&mut line)?;
     let echo: SocketAddr = line.trim().parse().context("echo's address")?;
@@ -161,11 +161,11 @@ fn load(calls: usize, window: Duration) -> anyhow::Result<()> {
         let now = Instant::now();
         if echoed_at_open.is_none() && now >= opens {
             echoed_at_open = Some(echoed);
-            cpu_at_open = cpu_ticks(pid)?;
+            cpu_at_open = fakes::proc::cpu_ticks(&stat)?;
         }
         if echoed_in_window.is_none() && now >= closes {
             echoed_in_window = Some(echoed - echoed_at_open.unwrap_or(0));
-            cpu_in_window = cpu_ticks(pid)? - cpu_at_open;
+            cpu_in_window = fakes::proc::cpu_ticks(&stat)? - cpu_at_open;
             sending.store(false, Ordering::Relaxed);
         }
     }
@@ -214,23 +214,4 @@ fn send(sockets: &[UdpSocket], echo: SocketAddr, sending: &AtomicBool) -> anyhow
         }
     }
     Ok(sent)
-}
-
-/// A process's user + system CPU, in clock ticks, from `/proc/PID/stat`.
-fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let field = |i: usize| -> anyhow::Result<u64> {
-        fields
-            .get(i)
-            .context("a short /proc stat line")?
-            .parse()
-            .context("a /proc stat field")
-    };
-    Ok(field(11)? + field(12)?)
 }

@@ -7,10 +7,13 @@
 //! - [`graph`]: the Graph API's `calls` endpoint.
 //! - [`realtime`]: OpenAI's / Azure OpenAI's Realtime REST API (ephemeral keys, SDP exchange).
 //! - [`webhook`]: Meta's webhook envelope and signature.
+//!
+//! And [`proc`], the `/proc` reader the load generator and the benchmarks share.
 // Test code: the events and variants not named are the ones a test does not look at.
 #![allow(clippy::wildcard_enum_match_arm)]
 
 pub mod graph;
+pub mod proc;
 pub mod realtime;
 pub mod realtime_peer;
 pub mod webhook;

@@ -2,6 +2,8 @@
 
 use std::time::Instant;
 
+use fakes::proc::{cpu_ticks, status_kb};
+
 /// One reading.
 #[derive(Debug, Clone, Copy)]
 pub struct Sample {
@@ -50,45 +52,13 @@ impl Sampler {
         Sample {
             at,
             cpu_seconds: ticks(&format!("/proc/{}/stat", self.pid)),
-            rss_kb: status_kb(self.pid, "VmRSS:"),
+            rss_kb: status_kb(&format!("/proc/{}/status", self.pid), "VmRSS:"),
             own_cpu_seconds: ticks("/proc/self/stat"),
         }
     }
 
     /// The most resident memory the bridge has had (the kernel's high-water mark).
     pub fn peak_rss_kb(&self) -> u64 {
-        status_kb(self.pid, "VmHWM:")
+        status_kb(&format!("/proc/{}/status", self.pid), "VmHWM:")
     }
-}
-
-/// utime + stime from a `stat` file.
-fn cpu_ticks(path: &str) -> anyhow::Result<u64> {
-    let stat = std::fs::read_to_string(path)?;
-    // The command name is in parentheses and may hold spaces: count fields after it.
-    let after = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest)
-        .ok_or_else(|| anyhow::anyhow!("unexpected {path}"))?;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    // Fields 14 and 15 of stat(5); `after` starts at field 3.
-    let field = |n: usize| {
-        fields
-            .get(n - 3)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    Ok(field(14) + field(15))
-}
-
-fn status_kb(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|l| l.starts_with(key))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
 }
