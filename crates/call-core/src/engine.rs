@@ -1009,6 +1009,9 @@ impl Engine {
             // The leg's SRTP keys are set up inside the poll that ends its DTLS handshake.
             if self.config.takes_keys() && !call.keys_taken {
                 if let Some(keys) = srtp::take_leg_keys() {
+                    // Once per leg: which profile the peer's DTLS picked is worth knowing on a
+                    // real number (AES-GCM and AES-CM differ in cost, docs/performance.md).
+                    tracing::info!(call = handle.0, srtp = ?keys.receive.profile, "call media encrypted");
                     call.take_keys(self.now, &keys, &self.config);
                 }
             }
