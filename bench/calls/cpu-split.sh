@@ -29,6 +29,8 @@ cargo build --release --locked -p whatsapp-bridge --bins --example udp_floor >&2
 . bench/calls/anchor.sh
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+# The cores a RESULT or FLOOR line in file $1 says its process used.
+cpu_of() { sed -E 's/.* cpu=([0-9.]+)cores.*/\1/' "$1"; }
 
 # compare.sh ramps at 20 calls/s, then streams for 20 s with every call up: sample 10 s of that.
 ramp=$(( calls / 20 ))
@@ -48,7 +50,7 @@ split() { # label process-name compare.sh-arguments...
   wait "$counting" || true
   wait "$run" || true
   local cpu kernel syscalls
-  cpu=$(sed -E 's/.* cpu=([0-9.]+)cores.*/\1/' "$work/$label.result")
+  cpu=$(cpu_of "$work/$label.result")
   kernel=$(perf report -i "$work/$label.data" --sort dso 2>/dev/null |
     awk '/\[kernel.kallsyms\]/ { gsub("%", "", $1); print $1 }')
   syscalls=$(awk -F, '/raw_syscalls:sys_enter/ { print $1 }' "$work/$label.syscalls")
@@ -71,14 +73,12 @@ split pion pion-echo-bridg pion
 "$target/release/examples/udp_floor" "$calls" 20 | tee "$work/floor.result"
 
 ours_kernel=$(sed -E 's/.*= ([0-9.]+) cores \(.*user space.*/\1/' "$work/ours.split")
-pion_cpu=$(sed -E 's/.* cpu=([0-9.]+)cores.*/\1/' "$work/pion.result")
+pion_cpu=$(cpu_of "$work/pion.result")
 awk -v p="$pion_cpu" -v k="$ours_kernel" -v pps=$(( calls * 50 )) 'BEGIN {
   b = p / 5
   printf "BUDGET 1/5 of Pion = %.3f cores; our kernel share alone = %.3f cores; left for all user-space work: %.3f cores = %.1f us per echoed packet\n",
     b, k, b - k, (b - k) / pps * 1e6 }'
-floor_cpu=$(sed -E 's/.* cpu=([0-9.]+)cores.*/\1/' "$work/floor.result")
-ours_cpu=$(sed -E 's/.* cpu=([0-9.]+)cores.*/\1/' "$work/ours.result")
-awk -v p="$pion_cpu" -v f="$floor_cpu" -v o="$ours_cpu" 'BEGIN {
+awk -v p="$pion_cpu" -v f="$(cpu_of "$work/floor.result")" -v o="$(cpu_of "$work/ours.result")" 'BEGIN {
   printf "RATIO ours/pion=%.3f floor/pion=%.3f (target for ours <= 0.2); ours above the floor: %.3f cores\n",
     o / p, f / p, o - f }'
 if [ -n "${PROFILE_DIR:-}" ]; then

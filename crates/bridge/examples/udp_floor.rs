@@ -76,17 +76,13 @@ fn echo() -> anyhow::Result<()> {
         }
         more_to_read |= !events.is_empty();
         if more_to_read {
-            let mut echoes = Vec::new();
             more_to_read = match receiver.receive(&socket, |source, contents| {
-                echoes.push((source, contents.to_vec()));
+                sender.push(&socket, source, contents.to_vec());
             }) {
                 Ok(Read::Datagrams(n)) => n == batch::BURST,
                 Ok(Read::Empty) => false,
                 Err(_) => true,
             };
-            for (to, contents) in echoes {
-                sender.push(&socket, to, contents);
-            }
             sender.flush(&socket);
         }
     }

@@ -41,6 +41,14 @@ fn cpu_secs() -> f64 {
     fakes::proc::cpu_ticks("/proc/self/stat").unwrap_or(0) as f64 / 100.0
 }
 
+/// Runs `work`, adding the time it took to `spent`.
+fn timed<T>(spent: &mut Duration, work: impl FnOnce() -> T) -> T {
+    let started = Instant::now();
+    let result = work();
+    *spent += started.elapsed();
+    result
+}
+
 type Net = VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>;
 
 fn drain_engine(engine: &mut Engine, net: &mut Net, engine_addr: SocketAddr) -> Instant {
@@ -90,29 +98,29 @@ impl World {
     /// One instant of virtual time: deliver, run due timers, deliver what they caused.
     fn step(&mut self, now: Instant) {
         self.deliver(now);
-        let started = Instant::now();
-        if self.engine_timeout <= now {
-            self.engine.handle_timeout(now);
-        }
-        // Sends what the timeout released; the deadline is read after the second delivery.
-        drain_engine(&mut self.engine, &mut self.net, self.engine_addr);
-        self.engine_time += started.elapsed();
+        timed(&mut self.engine_time, || {
+            if self.engine_timeout <= now {
+                self.engine.handle_timeout(now);
+            }
+            // Sends what the timeout released; the deadline is read after the second delivery.
+            drain_engine(&mut self.engine, &mut self.net, self.engine_addr);
+        });
         for peer in self.peers.iter_mut().filter(|p| p.timeout <= now) {
             peer.rtc.handle_input(Input::Timeout(now)).expect("timeout");
             drain_peer(peer, &mut self.net);
         }
         self.deliver(now);
-        let started = Instant::now();
-        self.engine_timeout = drain_engine(&mut self.engine, &mut self.net, self.engine_addr);
-        self.engine_time += started.elapsed();
+        self.engine_timeout = timed(&mut self.engine_time, || {
+            drain_engine(&mut self.engine, &mut self.net, self.engine_addr)
+        });
     }
 
     fn deliver(&mut self, now: Instant) {
         while let Some((from, to, datagram)) = self.net.pop_front() {
             if to == self.engine_addr {
-                let started = Instant::now();
-                self.engine.handle_receive(now, from, &datagram);
-                self.engine_time += started.elapsed();
+                timed(&mut self.engine_time, || {
+                    self.engine.handle_receive(now, from, &datagram)
+                });
             } else if let Some(&i) = self.by_addr.get(&to) {
                 let receive = Receive::new(Protocol::Udp, from, to, &datagram).expect("datagram");
                 self.peers[i]

@@ -23,11 +23,7 @@ fn main() {
         .next()
         .and_then(|n| n.parse().ok())
         .unwrap_or(2_000_000);
-    let (key_len, salt_len) = match profile {
-        SrtpProfile::AeadAes256Gcm => (32, 12),
-        SrtpProfile::AeadAes128Gcm => (16, 12),
-        SrtpProfile::Aes128CmSha1_80 => (16, 14),
-    };
+    let (key_len, salt_len) = (profile.key_len(), profile.salt_len());
     let theirs = SrtpMaster::new(profile, &vec![7; key_len], &vec![9; salt_len]);
     let ours = SrtpMaster::new(profile, &vec![3; key_len], &vec![5; salt_len]);
     let (Some(theirs), Some(ours)) = (theirs, ours) else {
